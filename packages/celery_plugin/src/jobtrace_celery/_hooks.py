@@ -1,0 +1,322 @@
+"""Celery signal receivers and wrappers that turn tasks into jobtrace jobs.
+
+Receivers are connected strongly with a ``dispatch_uid``, so connecting twice
+is harmless and :func:`disconnect` removes exactly what :func:`connect` added.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import jobtrace
+import wrapt
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
+from celery import signals, states
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from jobtrace import Guard, Job, Outcome
+from opentelemetry.instrumentation.utils import unwrap
+
+from jobtrace_celery._propagation import build_carrier, to_timestamp
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "celery"
+
+# Keyed by (task id, thread id): a retry of a task can start on another pool
+# thread before the attempt that enqueued it has run its postrun hook.
+_runs: jobtrace.BoundedRegistry[tuple[str, int], jobtrace.RunHandle] = (
+    jobtrace.BoundedRegistry()
+)
+_reported: jobtrace.BoundedRegistry[str, bool] = jobtrace.BoundedRegistry()
+_pending = threading.local()
+
+_STATE_OUTCOMES = {
+    states.SUCCESS: Outcome.SUCCESS,
+    states.FAILURE: Outcome.FAILURE,
+    states.RETRY: Outcome.RETRY,
+    states.REJECTED: Outcome.REJECTED,
+    states.IGNORED: Outcome.SKIPPED,
+}
+
+
+def _on_before_task_publish(
+    sender: Any = None, body: Any = None, headers: Any = None, **kwargs: Any
+) -> None:
+    with _BEFORE_PUBLISH:
+        if not isinstance(headers, dict):
+            return
+        fields = body if isinstance(body, dict) and "task" in body else headers
+        job = Job(
+            system=SYSTEM,
+            name=str(sender),
+            id=fields.get("id"),
+            queue=kwargs.get("routing_key") or kwargs.get("exchange") or None,
+            attempt=int(fields.get("retries") or 0) + 1,
+        )
+        _pending.send = jobtrace.begin_send(job, headers)
+
+
+def _on_after_task_publish(**kwargs: Any) -> None:
+    with _AFTER_PUBLISH:
+        handle = _take_pending_send()
+        if handle is not None:
+            jobtrace.end_send(handle)
+
+
+def _wrapped_send_task(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as error:
+        # after_task_publish never fires when publishing raises.
+        with _SEND_ERROR:
+            handle = _take_pending_send()
+            if handle is not None:
+                jobtrace.end_send(handle, error)
+        raise
+
+
+def _take_pending_send() -> jobtrace.SendHandle | None:
+    handle: jobtrace.SendHandle | None = getattr(_pending, "send", None)
+    _pending.send = None
+    return handle
+
+
+def _on_task_prerun(task_id: Any = None, task: Any = None, **kwargs: Any) -> None:
+    with _PRERUN:
+        request = task.request
+        job = _job_from_request(task.name, request)
+        run = jobtrace.begin_run(job, build_carrier(request))
+        _runs.put((task_id, threading.get_ident()), run)
+
+
+def _on_task_failure(
+    task_id: Any = None, exception: Any = None, einfo: Any = None, **kwargs: Any
+) -> None:
+    with _FAILURE:
+        run = _runs.get((task_id, threading.get_ident()))
+        if run is not None and exception is not None:
+            stacktrace = getattr(einfo, "traceback", None)
+            jobtrace.record_error(run, _unwrap(exception), stacktrace)
+
+
+def _on_task_retry(request: Any = None, reason: Any = None, **kwargs: Any) -> None:
+    with _RETRY:
+        run = _runs.get((getattr(request, "id", None), threading.get_ident()))
+        if run is not None and isinstance(reason, BaseException):
+            cause = getattr(reason, "exc", None)
+            jobtrace.record_error(run, cause if cause is not None else reason)
+
+
+def _on_task_postrun(
+    task_id: Any = None,
+    task: Any = None,
+    retval: Any = None,
+    state: Any = None,
+    **kwargs: Any,
+) -> None:
+    with _POSTRUN:
+        run = _runs.pop((task_id, threading.get_ident()))
+        if run is None:
+            log.debug("No process span for task %s, prerun did not run", task_id)
+            return
+        # Celery sends postrun without a state when a BaseException, such as
+        # the SystemExit that SIGTERM raises in a pool child, stopped the task.
+        outcome = _STATE_OUTCOMES.get(state, Outcome.INTERRUPTED)
+        error = run.error
+        if error is None and isinstance(retval, BaseException):
+            error = _unwrap(retval)
+        if outcome is Outcome.FAILURE and isinstance(error, SoftTimeLimitExceeded):
+            outcome = Outcome.TIMEOUT
+        throws = getattr(task, "throws", ()) or ()
+        expected = error is not None and isinstance(error, tuple(throws))
+        jobtrace.end_run(run, outcome, error, expected=expected)
+
+
+def _on_task_revoked(request: Any = None, sender: Any = None, **kwargs: Any) -> None:
+    with _REVOKED:
+        name = getattr(sender, "name", None) or getattr(request, "task", "unknown")
+        _report_from_parent(
+            _job_from_request(name, request), build_carrier(request), Outcome.REVOKED
+        )
+
+
+def _on_task_unknown(
+    name: Any = None,
+    id: Any = None,
+    message: Any = None,
+    exc: Any = None,
+    **kwargs: Any,
+) -> None:
+    with _UNKNOWN:
+        _report_message(str(name), id, message, exc)
+
+
+def _on_task_rejected(message: Any = None, exc: Any = None, **kwargs: Any) -> None:
+    with _REJECTED:
+        headers = getattr(message, "headers", None) or {}
+        _report_message(
+            str(headers.get("task", "unknown")), headers.get("id"), message, exc
+        )
+
+
+def _report_message(name: str, job_id: Any, message: Any, exc: Any) -> None:
+    delivery = getattr(message, "delivery_info", None) or {}
+    job = Job(system=SYSTEM, name=name, id=job_id, queue=delivery.get("routing_key"))
+    headers = getattr(message, "headers", None) or {}
+    error = exc if isinstance(exc, BaseException) else None
+    _report_from_parent(job, build_carrier(headers), Outcome.REJECTED, error)
+
+
+def _wrapped_on_timeout(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    with _TIMEOUT:
+        soft = args[0] if args else kwargs.get("soft")
+        limit = args[1] if len(args) > 1 else kwargs.get("timeout")
+        if not soft:
+            _report_request(instance, Outcome.KILLED, TimeLimitExceeded(limit))
+    return wrapped(*args, **kwargs)
+
+
+def _wrapped_on_failure(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    with _LOST:
+        exc_info = args[0] if args else kwargs.get("exc_info")
+        error = _unwrap(getattr(exc_info, "exception", None))
+        lost = isinstance(error, WorkerLostError) or (
+            isinstance(error, (SystemExit, KeyboardInterrupt))
+            and not getattr(instance, "_already_revoked", False)
+            and not getattr(instance, "_already_cancelled", False)
+        )
+        if lost:
+            _report_request(instance, Outcome.KILLED, error)
+    return wrapped(*args, **kwargs)
+
+
+def _report_request(request: Any, outcome: Outcome, error: BaseException) -> None:
+    fields = request.request_dict
+    job = _job_from_request(request.name, fields)
+    _report_from_parent(job, build_carrier(fields), outcome, error, request.time_start)
+
+
+def _report_from_parent(
+    job: Job,
+    carrier: dict[str, Any],
+    outcome: Outcome,
+    error: BaseException | None = None,
+    start_time: float | None = None,
+) -> None:
+    # Several host hooks can report the same lost job; the first one wins.
+    if job.id is not None:
+        if _reported.get(job.id):
+            return
+        _reported.put(job.id, True)
+    jobtrace.report_run(job, carrier, outcome, error, start_time=start_time)
+
+
+def _job_from_request(name: str, request: Any) -> Job:
+    fields = request if isinstance(request, dict) else vars(request)
+    delivery = fields.get("delivery_info") or {}
+    return Job(
+        system=SYSTEM,
+        name=name,
+        id=fields.get("id"),
+        queue=delivery.get("routing_key") or delivery.get("exchange") or None,
+        attempt=int(fields.get("retries") or 0) + 1,
+        eta=to_timestamp(fields.get("eta")),
+    )
+
+
+def _unwrap(error: Any) -> Any:
+    # billiard wraps exceptions that cross the pool's process boundary.
+    for _ in range(4):
+        if isinstance(error, ExceptionWithTraceback):
+            error = error.exc
+        elif isinstance(error, ExceptionInfo):
+            error = error.exception
+        else:
+            break
+    return error
+
+
+def _on_worker_init(**kwargs: Any) -> None:
+    # Building the provider before the pool forks lets every child inherit
+    # the imported exporter, instead of paying for it in its first job.
+    with _WORKER_INIT:
+        jobtrace.mark_worker()
+        jobtrace.tracer()
+
+
+def _on_worker_process_shutdown(**kwargs: Any) -> None:
+    # billiard ends a pool child with os._exit, so atexit handlers never run.
+    with _PROCESS_SHUTDOWN:
+        jobtrace.flush()
+
+
+def _on_worker_shutdown(**kwargs: Any) -> None:
+    with _WORKER_SHUTDOWN:
+        jobtrace.shutdown()
+
+
+_BEFORE_PUBLISH = Guard("celery.before_task_publish")
+_AFTER_PUBLISH = Guard("celery.after_task_publish")
+_SEND_ERROR = Guard("celery.send_task")
+_PRERUN = Guard("celery.task_prerun")
+_FAILURE = Guard("celery.task_failure")
+_RETRY = Guard("celery.task_retry")
+_POSTRUN = Guard("celery.task_postrun")
+_REVOKED = Guard("celery.task_revoked")
+_UNKNOWN = Guard("celery.task_unknown")
+_REJECTED = Guard("celery.task_rejected")
+_TIMEOUT = Guard("celery.Request.on_timeout")
+_LOST = Guard("celery.Request.on_failure")
+_WORKER_INIT = Guard("celery.worker_init")
+_PROCESS_SHUTDOWN = Guard("celery.worker_process_shutdown")
+_WORKER_SHUTDOWN = Guard("celery.worker_shutdown")
+
+_RECEIVERS = (
+    (signals.before_task_publish, _on_before_task_publish),
+    (signals.after_task_publish, _on_after_task_publish),
+    (signals.task_prerun, _on_task_prerun),
+    (signals.task_failure, _on_task_failure),
+    (signals.task_retry, _on_task_retry),
+    (signals.task_postrun, _on_task_postrun),
+    (signals.task_revoked, _on_task_revoked),
+    (signals.task_unknown, _on_task_unknown),
+    (signals.task_rejected, _on_task_rejected),
+    (signals.celeryd_init, _on_worker_init),
+    (signals.worker_init, _on_worker_init),
+    (signals.worker_process_shutdown, _on_worker_process_shutdown),
+    (signals.worker_shutdown, _on_worker_shutdown),
+)
+
+_WRAPPERS = (
+    ("celery.app.base", "Celery", "send_task", _wrapped_send_task),
+    ("celery.worker.request", "Request", "on_timeout", _wrapped_on_timeout),
+    ("celery.worker.request", "Request", "on_failure", _wrapped_on_failure),
+)
+
+
+def connect() -> None:
+    """Connect every receiver and install every wrapper."""
+    for signal, receiver in _RECEIVERS:
+        signal.connect(receiver, weak=False, dispatch_uid=_uid(receiver))
+    for module, cls, method, wrapper in _WRAPPERS:
+        wrapt.wrap_function_wrapper(module, f"{cls}.{method}", wrapper)
+
+
+def disconnect() -> None:
+    """Undo :func:`connect`: disconnect receivers and restore the originals."""
+    import celery.app.base
+    import celery.worker.request
+
+    for signal, receiver in _RECEIVERS:
+        signal.disconnect(receiver, dispatch_uid=_uid(receiver))
+    unwrap(celery.app.base.Celery, "send_task")
+    unwrap(celery.worker.request.Request, "on_timeout")
+    unwrap(celery.worker.request.Request, "on_failure")
+    _runs.clear()
+
+
+def _uid(receiver: Any) -> str:
+    return f"jobtrace_celery.{receiver.__name__}"

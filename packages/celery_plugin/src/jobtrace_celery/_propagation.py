@@ -1,0 +1,68 @@
+"""Reading jobtrace's headers back from Celery's requests and messages.
+
+Celery delivers message headers in more than one shape. Protocol 2 keeps
+them at the top of the request; protocol 1 messages are converted with
+their headers merged in; and headers passed through ``apply_async`` or
+carried over by ``retry()`` can end up nested under a ``headers`` key. The
+carrier built here looks in each place in turn, first match wins.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from jobtrace import _names as names
+from opentelemetry import propagate
+
+_JOBTRACE_KEYS = (
+    names.SENT_AT_HEADER,
+    names.PROPAGATION_HEADER,
+    names.PREVIOUS_ATTEMPT_HEADER,
+)
+
+
+def carrier_keys() -> tuple[str, ...]:
+    """Return the header names that the global propagator and jobtrace use."""
+    return (*propagate.get_global_textmap().fields, *_JOBTRACE_KEYS)
+
+
+def build_carrier(request: Any) -> dict[str, Any]:
+    """Collect jobtrace's headers from a task request, request dict or message."""
+    layers = [request]
+    nested = _lookup(request, "headers")
+    if isinstance(nested, Mapping):
+        layers.append(nested)
+        inner = nested.get("headers")
+        if isinstance(inner, Mapping):
+            layers.append(inner)
+
+    carrier: dict[str, Any] = {}
+    for key in carrier_keys():
+        for layer in layers:
+            value = _lookup(layer, key)
+            if value is not None:
+                carrier[key] = value
+                break
+    return carrier
+
+
+def to_timestamp(value: Any) -> float | None:
+    """Convert Celery's ``eta`` (ISO 8601 string or datetime) to Unix time."""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.timestamp()
+    return None
+
+
+def _lookup(source: Any, key: str) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(key)
+    return getattr(source, key, None)

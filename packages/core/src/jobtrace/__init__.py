@@ -1,0 +1,77 @@
+"""OpenTelemetry traces for background jobs.
+
+jobtrace turns the lifecycle of a job (enqueue, start, retry, finish) into
+``send`` and ``process`` spans that follow the OpenTelemetry messaging
+conventions, and exports them over OTLP from every process that runs jobs.
+Host plugins (``jobtrace_celery`` and the others) translate their host's
+hooks into the calls below; applications mostly use :func:`configure`,
+:func:`flush` and the signals in :mod:`jobtrace.signals`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jobtrace import signals
+from jobtrace._guard import Guard, error_counts, report_error
+from jobtrace._names import Outcome
+from jobtrace._provider import (
+    component,
+    configure,
+    enabled,
+    flush,
+    mark_worker,
+    resource_attributes,
+    settings,
+    shutdown,
+    span_processor,
+    tracer,
+)
+from jobtrace._registry import BoundedRegistry
+from jobtrace._spans import (
+    Job,
+    RunHandle,
+    SendHandle,
+    begin_run,
+    begin_send,
+    current_job,
+    end_run,
+    end_send,
+    propagation_mode,
+    record_error,
+    report_run,
+)
+from jobtrace._version import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "BoundedRegistry",
+    "Guard",
+    "Job",
+    "Outcome",
+    "RunHandle",
+    "SendHandle",
+    "__version__",
+    "begin_run",
+    "begin_send",
+    "component",
+    "configure",
+    "current_job",
+    "enabled",
+    "end_run",
+    "end_send",
+    "error_counts",
+    "flush",
+    "mark_worker",
+    "propagation_mode",
+    "record_error",
+    "report_error",
+    "report_run",
+    "resource_attributes",
+    "settings",
+    "shutdown",
+    "signals",
+    "span_processor",
+    "tracer",
+]

@@ -1,0 +1,59 @@
+"""Attribute names and outcomes that jobtrace writes on spans."""
+
+from __future__ import annotations
+
+import enum
+
+MESSAGING_SYSTEM = "messaging.system"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+DESTINATION_NAME = "messaging.destination.name"
+MESSAGE_ID = "messaging.message.id"
+ERROR_TYPE = "error.type"
+
+JOB_NAME = "jobtrace.job.name"
+JOB_ATTEMPT = "jobtrace.job.attempt"
+JOB_QUEUE_TIME = "jobtrace.job.queue_time"
+JOB_OUTCOME = "jobtrace.job.outcome"
+#: Set on a link: ``send`` for the link to the send span, ``previous_attempt``
+#: for the link from a retry to the attempt before it.
+LINK_TYPE = "jobtrace.link.type"
+#: Set on the span of a job that a worker's parent process reported, because
+#: the process that ran the job died before it could.
+REPORTED_BY_PARENT = "jobtrace.job.reported_by_parent"
+
+#: Keys that jobtrace adds to a job's message headers, beside W3C trace
+#: context. Values are strings.
+SENT_AT_HEADER = "jobtrace_sent_at"
+PROPAGATION_HEADER = "jobtrace_propagation"
+PREVIOUS_ATTEMPT_HEADER = "jobtrace_previous_attempt"
+
+
+class Outcome(str, enum.Enum):
+    """How one run of a job ended, as written to ``jobtrace.job.outcome``."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RETRY = "retry"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+    KILLED = "killed"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
+
+    @property
+    def is_error(self) -> bool:
+        """Whether a run with this outcome gets span status ERROR."""
+        return self in _ERROR_OUTCOMES
+
+
+_ERROR_OUTCOMES = frozenset(
+    {
+        Outcome.FAILURE,
+        Outcome.REJECTED,
+        Outcome.TIMEOUT,
+        Outcome.KILLED,
+        Outcome.INTERRUPTED,
+    }
+)

@@ -1,0 +1,268 @@
+"""The tracer provider: built from ``OTEL_*`` variables, flushed in bounds.
+
+The provider is built on first use, not at import, because the same module
+that calls ``instrument()`` is imported both by web processes and by
+workers, and the resource's ``jobtrace.component`` is only known once a
+host's worker hook has run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+from jobtrace._settings import Settings
+from jobtrace._version import __version__
+
+log = logging.getLogger(__name__)
+
+#: Resource attribute that separates worker data from web data.
+COMPONENT_ATTRIBUTE = "jobtrace.component"
+ENVIRONMENT_ATTRIBUTE = "deployment.environment.name"
+
+_lock = threading.RLock()
+_settings: Settings | None = None
+_component: str | None = None
+_provider: TracerProvider | None = None
+_owns_provider = False
+_tracer: trace.Tracer | None = None
+
+
+def settings() -> Settings:
+    """Return the settings in force, reading the environment once."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def enabled() -> bool:
+    """Return False when JOBTRACE_ENABLED or OTEL_SDK_DISABLED turns tracing off."""
+    sdk_disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return settings().enabled and not sdk_disabled
+
+
+def mark_worker() -> None:
+    """Record that this process runs jobs, before the provider is built.
+
+    Plugins call this from the host's worker start hook. If the provider was
+    already built as ``web``, the resource cannot change any more, so a
+    warning names the variable that fixes it.
+    """
+    global _component
+    with _lock:
+        if _component == "worker":
+            return
+        _component = "worker"
+        built_as_web = _provider is not None and _owns_provider
+    if built_as_web and settings().component is None:
+        log.warning(
+            "The tracer provider was built before the worker started, so its "
+            "spans carry jobtrace.component=web; set JOBTRACE_COMPONENT=worker"
+        )
+
+
+def component() -> str:
+    """Return this process's component: the setting, else worker or web."""
+    return settings().component or _component or "web"
+
+
+def resource_attributes() -> dict[str, str]:
+    """Return jobtrace's resource attributes for this process.
+
+    Use these when building your own provider, so its spans are split by
+    component and environment like jobtrace's own.
+    """
+    attributes = {COMPONENT_ATTRIBUTE: component()}
+    environment = settings().environment
+    if environment:
+        attributes[ENVIRONMENT_ATTRIBUTE] = environment
+    return attributes
+
+
+def span_processor(exporter: SpanExporter | None = None) -> SpanProcessor:
+    """Return the span processor that jobtrace adds to a provider it builds.
+
+    Add it to your own provider when you build one yourself. Without an
+    exporter, the OTLP exporter is chosen from the ``OTEL_*`` variables.
+    """
+    chosen = exporter or _exporter_from_env()
+    if chosen is None:
+        raise ValueError("OTEL_TRACES_EXPORTER=none, so pass an exporter")
+    return BatchSpanProcessor(chosen)
+
+
+def configure(
+    *,
+    component: str | None = None,
+    environment: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> None:
+    """Set jobtrace's options for this process; calling it again is harmless.
+
+    The options override ``JOBTRACE_COMPONENT`` and ``JOBTRACE_ENVIRONMENT``.
+    The tracer provider itself is built when the first span needs it. If the
+    application set its own SDK provider first, or passes one as
+    ``tracer_provider``, jobtrace uses that provider and leaves its resource
+    and processors alone.
+    """
+    global _settings, _provider, _owns_provider, _tracer
+    with _lock:
+        if tracer_provider is not None:
+            _provider, _owns_provider = tracer_provider, False
+            _tracer = tracer_provider.get_tracer("jobtrace", __version__)
+        current = settings()
+        _settings = Settings(
+            enabled=current.enabled,
+            propagation=current.propagation,
+            component=component or current.component,
+            environment=environment or current.environment,
+            flush_timeout=current.flush_timeout,
+        )
+
+
+def tracer() -> trace.Tracer:
+    """Return jobtrace's tracer, building the provider on first call."""
+    found = _tracer
+    if found is not None:
+        return found
+    with _lock:
+        if _tracer is None:
+            _build()
+        assert _tracer is not None
+        return _tracer
+
+
+def _build() -> None:
+    global _provider, _owns_provider, _tracer
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        _provider, _owns_provider = current, False
+        log.info("jobtrace uses the tracer provider the application set")
+    elif not enabled():
+        _tracer = trace.NoOpTracer()
+        return
+    else:
+        resource = Resource.create(resource_attributes())
+        # The SDK's own exit hook waits up to 30 s per processor; jobtrace's
+        # waits JOBTRACE_FLUSH_TIMEOUT at most.
+        _provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        _owns_provider = True
+        atexit.register(shutdown)
+        exporter = _exporter_from_env()
+        if exporter is not None:
+            _provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(_provider)
+        log.info("jobtrace built a tracer provider, component=%s", component())
+    _tracer = _provider.get_tracer("jobtrace", __version__)
+
+
+def _exporter_from_env() -> SpanExporter | None:
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if name == "none":
+        return None
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        log.warning("Unsupported OTEL_TRACES_EXPORTER=%r, using otlp", name)
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    timeout = _exporter_timeout()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(timeout=timeout)
+    if protocol != "http/protobuf":
+        log.warning("Unsupported OTLP protocol %r, using http/protobuf", protocol)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter(timeout=timeout)
+
+
+def _exporter_timeout() -> float | None:
+    # An export that outlives the flush limit would hold the batch
+    # processor's lock past it, so the limit also caps each export unless
+    # the OTEL variables set a timeout of their own.
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        if os.environ.get(name):
+            return None
+    return settings().flush_timeout
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Export every finished span, waiting at most ``timeout`` seconds.
+
+    Returns True if the export finished in time. The default limit is
+    JOBTRACE_FLUSH_TIMEOUT. The SDK's own ``force_flush`` ignores its
+    timeout, so it runs in a helper thread that is abandoned when the
+    limit passes.
+    """
+    provider = _provider
+    if provider is None:
+        return True
+    return _run_bounded(provider.force_flush, timeout, "flush")
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the provider that jobtrace built, within ``timeout``.
+
+    A provider set by the application is only flushed: stopping it is the
+    application's call.
+    """
+    provider = _provider
+    if provider is None:
+        return True
+    if not _owns_provider:
+        return flush(timeout)
+    return _run_bounded(provider.shutdown, timeout, "shutdown")
+
+
+def _run_bounded(
+    action: Callable[[], object], timeout: float | None, what: str
+) -> bool:
+    limit = settings().flush_timeout if timeout is None else timeout
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("jobtrace %s failed", what)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"jobtrace-{what}", daemon=True).start()
+    finished = done.wait(limit)
+    if not finished:
+        log.warning("jobtrace %s did not finish within %.1f s", what, limit)
+    return finished
+
+
+def _reset_for_tests() -> None:
+    """Forget the provider, tracer and settings; tests only."""
+    global _settings, _component, _provider, _owns_provider, _tracer
+    with _lock:
+        _settings = None
+        _component = None
+        _provider = None
+        _owns_provider = False
+        _tracer = None

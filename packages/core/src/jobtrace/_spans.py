@@ -1,0 +1,362 @@
+"""Send and process spans: the one place where jobtrace opens and ends them.
+
+Plugins describe a job with :class:`Job` and call the paired functions here
+from their host's hooks: :func:`begin_send` and :func:`end_send` around an
+enqueue, :func:`begin_run` and :func:`end_run` around a run. The pairs exist
+because hosts report the start and the end of an operation in two separate
+hooks, so no context manager can span them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import (
+    TraceContextTextMapPropagator,
+)
+
+from jobtrace import _names as names
+from jobtrace import _provider, signals
+from jobtrace._guard import report_error
+from jobtrace._names import Outcome
+from jobtrace._settings import PROPAGATION_MODES
+
+log = logging.getLogger(__name__)
+
+#: Longest header value that the getter passes to a propagator. W3C
+#: traceparent is 55 characters; baggage is limited to 8192 bytes.
+MAX_HEADER_LENGTH = 8192
+
+_RUN_KEY = context.create_key("jobtrace-run")
+_propagation_override: ContextVar[str | None] = ContextVar(
+    "jobtrace_propagation", default=None
+)
+_traceparent_format = TraceContextTextMapPropagator()
+
+
+@dataclasses.dataclass
+class Job:
+    """What jobtrace knows about one job, filled in by a plugin.
+
+    ``eta`` is the scheduled start as a Unix timestamp, for delayed jobs.
+    ``propagation`` overrides the process's propagation mode for this job.
+    """
+
+    system: str
+    name: str
+    id: str | None = None
+    queue: str | None = None
+    attempt: int = 1
+    eta: float | None = None
+    propagation: str | None = None
+
+
+class SendHandle:
+    """An open send span, returned by :func:`begin_send`."""
+
+    __slots__ = ("job", "span")
+
+    def __init__(self, job: Job, span: trace.Span) -> None:
+        self.job = job
+        self.span = span
+
+
+class RunHandle:
+    """An open process span, returned by :func:`begin_run`."""
+
+    __slots__ = ("error", "job", "span", "token")
+
+    def __init__(self, job: Job, span: trace.Span) -> None:
+        self.job = job
+        self.span = span
+        self.token: object | None = None
+        self.error: BaseException | None = None
+
+
+class _SafeGetter(Getter[Mapping[str, Any]]):
+    """Read carrier values, ignoring any that is not a short string."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        try:
+            value = carrier.get(key)
+        except Exception:
+            return None
+        if isinstance(value, str) and len(value) <= MAX_HEADER_LENGTH:
+            return [value]
+        return None
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        try:
+            return [key for key in carrier if isinstance(key, str)]
+        except Exception:
+            return []
+
+
+_getter = _SafeGetter()
+
+
+@contextlib.contextmanager
+def propagation_mode(mode: str) -> Iterator[None]:
+    """Set the propagation mode of jobs enqueued inside the block.
+
+    ``mode`` is ``link`` or ``child``. It travels in the job's message, so it
+    overrides the worker's JOBTRACE_PROPAGATION for those jobs only.
+    """
+    if mode not in PROPAGATION_MODES:
+        raise ValueError(
+            f"Invalid propagation mode {mode!r}, expected one of "
+            f"{', '.join(PROPAGATION_MODES)}"
+        )
+    token = _propagation_override.set(mode)
+    try:
+        yield
+    finally:
+        _propagation_override.reset(token)
+
+
+def current_job() -> Job | None:
+    """Return the job whose process span is current, or None."""
+    run = context.get_value(_RUN_KEY)
+    return run.job if isinstance(run, RunHandle) else None
+
+
+def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
+    """Open the send span of ``job`` and write its context into ``carrier``.
+
+    The span is not made current, so a job that enqueues another job keeps
+    its own span as the current one.
+    """
+    span = _provider.tracer().start_span(
+        f"send {job.name}",
+        kind=SpanKind.PRODUCER,
+        attributes=_base_attributes(job, "send"),
+    )
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    carrier[names.SENT_AT_HEADER] = repr(time.time())
+    mode = job.propagation or _propagation_override.get()
+    if mode:
+        carrier[names.PROPAGATION_HEADER] = mode
+
+    # A job that enqueues itself again is retrying: the next attempt links
+    # to this one.
+    run = context.get_value(_RUN_KEY)
+    if isinstance(run, RunHandle) and job.id is not None and run.job.id == job.id:
+        previous: dict[str, str] = {}
+        _traceparent_format.inject(
+            previous, context=trace.set_span_in_context(run.span)
+        )
+        if "traceparent" in previous:
+            carrier[names.PREVIOUS_ATTEMPT_HEADER] = previous["traceparent"]
+
+    _emit(signals.job_enqueued, job, span=span)
+    return SendHandle(job, span)
+
+
+def end_send(handle: SendHandle, error: BaseException | None = None) -> None:
+    """End a send span; ``error`` is what the enqueue raised, if anything."""
+    if error is not None:
+        _record_error(handle.span, error)
+        handle.span.set_status(Status(StatusCode.ERROR, _describe(error)))
+    handle.span.end()
+
+
+def begin_run(
+    job: Job,
+    carrier: Mapping[str, Any] | None,
+    *,
+    start_time: float | None = None,
+    attach: bool = True,
+) -> RunHandle:
+    """Open the process span of ``job`` from the context in ``carrier``.
+
+    With ``attach`` the span becomes the current span until :func:`end_run`,
+    which must then run in the same thread. ``start_time`` is a Unix
+    timestamp, for runs that a parent process reports after the fact.
+    """
+    headers: Mapping[str, Any] = carrier if isinstance(carrier, Mapping) else {}
+    extracted = propagate.extract(headers, getter=_getter)
+    send_context = trace.get_current_span(extracted).get_span_context()
+    mode = job.propagation or _header_mode(headers) or _provider.settings().propagation
+
+    links = []
+    if mode == "child" and send_context.is_valid:
+        parent = extracted
+    else:
+        parent = trace.set_span_in_context(trace.INVALID_SPAN, extracted)
+        if send_context.is_valid:
+            links.append(Link(send_context, {names.LINK_TYPE: "send"}))
+    previous = _parse_traceparent(headers.get(names.PREVIOUS_ATTEMPT_HEADER))
+    if previous is not None:
+        links.append(Link(previous, {names.LINK_TYPE: "previous_attempt"}))
+
+    started = time.time() if start_time is None else start_time
+    attributes = _base_attributes(job, "process")
+    attributes[names.JOB_ATTEMPT] = job.attempt
+    queue_time = _queue_time(headers, job.eta, started)
+    if queue_time is not None:
+        attributes[names.JOB_QUEUE_TIME] = queue_time
+
+    span = _provider.tracer().start_span(
+        f"process {job.name}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=links,
+        start_time=int(started * 1e9),
+    )
+    run = RunHandle(job, span)
+    if attach:
+        current = context.set_value(
+            _RUN_KEY, run, trace.set_span_in_context(span, parent)
+        )
+        run.token = context.attach(current)
+    _emit(signals.job_started, job, span=span)
+    return run
+
+
+def record_error(
+    run: RunHandle, error: BaseException, stacktrace: str | None = None
+) -> None:
+    """Attach ``error`` to a running job before the host reports its outcome.
+
+    ``stacktrace`` is the formatted traceback for an error that lost its own,
+    for example one that crossed a process boundary.
+    """
+    if run.error is None:
+        _record_error(run.span, error, stacktrace)
+        run.error = error
+
+
+def end_run(
+    run: RunHandle,
+    outcome: Outcome,
+    error: BaseException | None = None,
+    *,
+    expected: bool = False,
+    end_time: float | None = None,
+) -> None:
+    """End a process span with ``outcome``.
+
+    An error outcome sets status ERROR and ``error.type`` unless ``expected``
+    is true, which marks an exception that the job declares as part of its
+    normal behaviour.
+    """
+    span = run.span
+    if error is not None:
+        record_error(run, error)
+    error = run.error
+    span.set_attribute(names.JOB_OUTCOME, outcome.value)
+    if outcome.is_error and not expected:
+        error_type = _qualified_name(error) if error is not None else outcome.value
+        span.set_attribute(names.ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, _describe(error) or outcome.value))
+
+    if outcome is Outcome.RETRY:
+        _emit(signals.job_retried, run.job, span=span, error=error)
+    _emit(signals.job_finished, run.job, span=span, outcome=outcome, error=error)
+    span.end(None if end_time is None else int(end_time * 1e9))
+    if run.token is not None:
+        token, run.token = run.token, None
+        context.detach(token)  # type: ignore[arg-type]
+
+
+def report_run(
+    job: Job,
+    carrier: Mapping[str, Any] | None,
+    outcome: Outcome,
+    error: BaseException | None = None,
+    *,
+    start_time: float | None = None,
+) -> None:
+    """Emit a finished process span for a run whose own process died.
+
+    A worker's parent process calls this when the child that ran the job was
+    killed, so the job's span reaches the backend although its own span
+    never ended.
+    """
+    run = begin_run(job, carrier, start_time=start_time, attach=False)
+    run.span.set_attribute(names.REPORTED_BY_PARENT, True)
+    end_run(run, outcome, error)
+
+
+def _base_attributes(job: Job, operation: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        names.MESSAGING_SYSTEM: job.system,
+        names.OPERATION_TYPE: operation,
+        names.OPERATION_NAME: operation,
+        names.JOB_NAME: job.name,
+    }
+    if job.queue:
+        attributes[names.DESTINATION_NAME] = job.queue
+    if job.id:
+        attributes[names.MESSAGE_ID] = job.id
+    return attributes
+
+
+def _header_mode(headers: Mapping[str, Any]) -> str | None:
+    value = headers.get(names.PROPAGATION_HEADER)
+    return value if value in PROPAGATION_MODES else None
+
+
+def _queue_time(
+    headers: Mapping[str, Any], eta: float | None, started: float
+) -> float | None:
+    raw = headers.get(names.SENT_AT_HEADER)
+    try:
+        sent_at = float(raw) if isinstance(raw, str) and len(raw) < 32 else None
+    except ValueError:
+        sent_at = None
+    if sent_at is None or not math.isfinite(sent_at):
+        return None
+    ready_at = max(sent_at, eta) if eta is not None else sent_at
+    # Clocks of the producer and worker hosts may disagree by a little.
+    return max(0.0, started - ready_at)
+
+
+def _parse_traceparent(value: object) -> trace.SpanContext | None:
+    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
+        return None
+    extracted = _traceparent_format.extract({"traceparent": value})
+    span_context = trace.get_current_span(extracted).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def _record_error(
+    span: trace.Span, error: BaseException, stacktrace: str | None = None
+) -> None:
+    attributes = None
+    if stacktrace and error.__traceback__ is None:
+        attributes = {"exception.stacktrace": stacktrace}
+    span.record_exception(error, attributes=attributes)
+
+
+def _qualified_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    return f"{type(error).__name__}: {error}"
+
+
+def _emit(signal: Any, job: Job, **kwargs: Any) -> None:
+    if not signal.receivers:
+        return
+    try:
+        signal.send(job, **kwargs)
+    except Exception as error:
+        report_error(f"signal {signal.name}", error)

@@ -1,0 +1,73 @@
+"""Celery app run by ``celery worker`` subprocesses in the integration tests.
+
+The broker and queue come from the environment, so one module serves every
+broker and pool combination.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery
+
+import jobtrace_celery
+from jobtrace import signals
+
+jobtrace_celery.instrument()
+
+
+@signals.job_started.connect
+def _record_pid(job: object, span: Any, **kwargs: object) -> None:
+    """Tag each run with the pid of the process that ran it."""
+    span.set_attribute("test.pid", os.getpid())
+
+app = Celery("worker_app")
+app.conf.update(
+    broker_url=os.environ["TEST_BROKER_URL"],
+    result_backend=os.environ["TEST_RESULT_BACKEND"],
+    task_default_queue=os.environ["TEST_QUEUE"],
+    task_protocol=int(os.environ.get("TEST_TASK_PROTOCOL", "2")),
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="it.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="it.fail")
+def fail() -> None:
+    raise ValueError("boom")
+
+
+@app.task(name="it.flaky", bind=True, max_retries=1, default_retry_delay=0)
+def flaky(self: object) -> str:
+    if self.request.retries < 1:  # type: ignore[attr-defined]
+        raise self.retry(exc=KeyError("again"), countdown=0)  # type: ignore[attr-defined]
+    return "done"
+
+
+@app.task(name="it.fan_out")
+def fan_out(count: int) -> int:
+    for number in range(count):
+        add.delay(number, number)
+    return count
+
+
+@app.task(name="it.hang", time_limit=1)
+def hang() -> None:
+    time.sleep(30)
+
+
+@app.task(name="it.soft", soft_time_limit=0.5, time_limit=5)
+def soft() -> None:
+    time.sleep(5)
+
+
+@app.task(name="it.total")
+def total(values: list[int]) -> int:
+    return sum(values)
