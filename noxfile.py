@@ -44,7 +44,24 @@ def celery_versions(session: nox.Session, celery: str) -> None:
 def phoenix(session: nox.Session) -> None:
     """Send a real worker's traces to an Arize Phoenix server and query them."""
     _install_project(session, "arize-phoenix")
-    _run_tests(session, "-m", "phoenix", "tests/phoenix")
+    # arize-phoenix's own pytest plugin is also called phoenix: it would
+    # claim the marker and import the whole server into the test process.
+    _run_tests(session, "-p", "no:phoenix", "-m", "phoenix", "tests/phoenix")
+
+
+@nox.session(python="3.11", venv_backend="venv")
+def wheels(session: nox.Session) -> None:
+    """Build every package's wheel and install them with plain pip."""
+    dist = session.create_tmp()
+    session.run("uv", "build", "--all-packages", "--wheel", "-o", dist, external=True)
+    session.run("python", "-m", "pip", "install", "--find-links", dist,
+                "jobtrace[all]")  # fmt: skip
+    session.run(
+        "python", "-c",
+        "import jobtrace, jobtrace_celery, jobtrace_rq, jobtrace_dramatiq; "
+        "jobtrace_celery.instrument(); print(jobtrace.__version__)",
+    )  # fmt: skip
+    session.run("jobtrace", "--help")
 
 
 @nox.session(python="3.11")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -127,7 +128,7 @@ def test_retry_attempts_are_linked(worker: Any, tasks: Any, exporter: Any) -> No
     outcomes = [r.attributes["jobtrace.job.outcome"] for r in runs]
     assert outcomes == ["retry", "retry", "success"]
     assert runs[0].status.status_code is StatusCode.UNSET
-    for before, after in zip(runs, runs[1:]):
+    for before, after in itertools.pairwise(runs):
         previous = [
             link.context.span_id
             for link in after.links

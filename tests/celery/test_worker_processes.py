@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
-from celery import chord, signature
+from celery import chord, group, signature
 
 import jobtrace_celery
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
@@ -167,7 +168,7 @@ def test_hard_time_limit_reported_by_parent(
     with celery_worker(receiver, redis_url, *options) as (_, queue):
         app = producer(redis_url, queue)
         result = app.send_task("it.hang")
-        with pytest.raises(Exception, match="TimeLimitExceeded|Time limit"):
+        with pytest.raises(Exception, match=r"TimeLimitExceeded|Time limit"):
             result.get(timeout=WAIT)
 
     runs = process_spans_for(receiver, {result.id})[result.id]
@@ -190,7 +191,7 @@ def test_soft_time_limit_is_timeout(redis_url: str, receiver: OtlpReceiver) -> N
     options = ("--pool", "prefork", "--concurrency", "1")
     with celery_worker(receiver, redis_url, *options) as (_, queue):
         result = producer(redis_url, queue).send_task("it.soft")
-        with pytest.raises(Exception, match="SoftTimeLimitExceeded|oft time limit"):
+        with pytest.raises(Exception, match=r"SoftTimeLimitExceeded|oft time limit"):
             result.get(timeout=WAIT)
 
     (run,) = process_spans_for(receiver, {result.id})[result.id]
@@ -209,7 +210,7 @@ def test_killed_child_reported_by_parent(
         child = _wait_for_child(worker.pid)
         time.sleep(0.2)
         os.kill(child, signal.SIGKILL)
-        with pytest.raises(Exception):  # noqa: B017, PT011
+        with pytest.raises(Exception):
             result.get(timeout=WAIT)
 
     (run,) = process_spans_for(receiver, {result.id})[result.id]
@@ -278,3 +279,58 @@ def _wait_for_child(parent: int) -> int:
             return int(found[0])
         time.sleep(0.1)
     raise AssertionError(f"worker {parent} started no pool child")
+
+
+def test_opentelemetry_instrument_loads_plugin(
+    redis_url: str, receiver: OtlpReceiver
+) -> None:
+    """opentelemetry-instrument traces a worker whose code never calls jobtrace."""
+    launcher = (str(Path(sys.executable).parent / "opentelemetry-instrument"),)
+    env = {"TEST_INSTRUMENT": "0", "OTEL_TRACES_EXPORTER": "otlp"}
+    with celery_worker(
+        receiver, redis_url, "--pool", "solo", env=env, launcher=launcher
+    ) as (_, queue):
+        result = producer(redis_url, queue).send_task("it.add", args=(1, 1))
+        assert result.get(timeout=WAIT) == 2
+
+    (run,) = process_spans_for(receiver, {result.id})[result.id]
+    assert run.attributes["jobtrace.job.outcome"] == "success"
+
+
+def test_nested_custom_headers(
+    broker_url: str, receiver: OtlpReceiver, instrumented_producer: None
+) -> None:
+    """Context survives custom headers passed to apply_async and a retry."""
+    with celery_worker(receiver, broker_url, "--pool", "solo") as (_, queue):
+        app = producer(broker_url, queue)
+        result = app.send_task("it.flaky", headers={"tenant": "acme"})
+        assert result.get(timeout=WAIT) == "done"
+
+    runs = process_spans_for(receiver, {result.id})[result.id]
+    first = next(r for r in runs if r.attributes["jobtrace.job.attempt"] == 1)
+    (send,) = [
+        s for s in by_name(receiver.spans(), "send it.flaky")
+        if s.resource["jobtrace.component"] == "web"
+    ]  # fmt: skip
+    assert [(t, s) for t, s, _ in first.links] == [(send.trace_id, send.span_id)]
+    assert len(runs) == 2
+
+
+def test_group_members_are_traced(
+    redis_url: str, receiver: OtlpReceiver, instrumented_producer: None
+) -> None:
+    """Every member of a group gets its own send and process span."""
+    with celery_worker(receiver, redis_url, "--pool", "prefork") as (_, queue):
+        app = producer(redis_url, queue)
+        members = [signature("it.add", args=(i, 1), app=app) for i in range(5)]
+        result = group(members).apply_async()
+        assert result.get(timeout=WAIT) == [1, 2, 3, 4, 5]
+
+    ids = {child.id for child in result.results}
+    runs = process_spans_for(receiver, ids)
+    sends = {
+        s.attributes["messaging.message.id"]
+        for s in by_name(receiver.spans(), "send it.add")
+    }
+    assert len(runs) == 5
+    assert ids <= sends

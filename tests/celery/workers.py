@@ -53,16 +53,20 @@ def celery_worker(
     broker_url: str,
     *options: str,
     env: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = (),
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """Run a worker on a fresh queue; yield the process and the queue name.
+
+    ``launcher`` is a command that wraps the worker's, such as
+    ``opentelemetry-instrument``.
 
     On exit the worker gets one SIGTERM (warm shutdown) and must stop within
     60 seconds.
     """
     queue = f"jobtrace-it-{uuid.uuid4().hex[:8]}"
     command = [
-        sys.executable, "-m", "celery", "--app", "worker_app", "worker",
-        "--queues", queue, "--loglevel", "WARNING",
+        *launcher, sys.executable, "-m", "celery", "--app", "worker_app", "worker",
+        "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
         "--without-heartbeat", "--without-gossip", "--without-mingle",
         *options,
     ]  # fmt: skip
@@ -81,10 +85,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timed_out:
         process.kill()
         process.wait()
-        raise AssertionError("worker did not stop within 60 s of SIGTERM")
+        raise AssertionError(
+            "worker did not stop within 60 s of SIGTERM"
+        ) from timed_out
 
 
 def producer(broker_url: str, queue: str, protocol: int = 2) -> Celery:

@@ -23,14 +23,29 @@ from typing import Any
 
 import pytest
 
-#: Seconds to wait for a new server to answer its span API. Startup runs
-#: Phoenix's database migrations and took about 15 s on a development machine.
+#: Seconds to wait for a new server's span API to return 200. Startup runs
+#: Phoenix's database migrations first. arize-phoenix 20.26 took about 15 s to
+#: start on a 2-vCPU AMD EPYC VM, so this leaves room for slower CI runners.
 STARTUP_TIMEOUT = 90
 #: Seconds between SIGTERM and SIGKILL when the server is stopped.
 STOP_TIMEOUT = 15
 #: Lines of the server's log shown when startup or a test fails. The log
 #: begins with thousands of lines of SQL from the migrations.
 LOG_TAIL_LINES = 150
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep arize-phoenix-client's pytest plugin from contacting a server.
+
+    arize-phoenix depends on arize-phoenix-client, which registers a pytest
+    plugin named ``phoenix`` through an entry point (arize-phoenix-client
+    3.5). The plugin records every test marked ``phoenix`` as an experiment
+    run on the server that PHOENIX_* or OTEL_EXPORTER_OTLP_ENDPOINT names, by
+    default http://localhost:6006. Its documented switch
+    PHOENIX_TEST_TRACKING=false stops those requests. The plugin reads the
+    variable during collection, after this hook runs.
+    """
+    os.environ["PHOENIX_TEST_TRACKING"] = "false"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +98,7 @@ def phoenix_env(http_port: int, grpc_port: int, working_dir: Path) -> dict[str, 
         # Turns off web fonts, the WASM sandbox download at startup and the
         # assistant's web and documentation access (arize-phoenix 20.26).
         PHOENIX_ALLOW_EXTERNAL_RESOURCES="false",
+        # Turns off the built-in LLM assistant, which the tests never use.
         PHOENIX_DISABLE_AGENT_ASSISTANT="true",
     )
     return env
@@ -95,7 +111,7 @@ def wait_until_ready(server: PhoenixServer) -> None:
         if server.process.poll() is not None:
             pytest.fail(
                 f"phoenix serve exited with code {server.process.returncode} "
-                f"during startup; last lines of its log:\n{server.log_tail()}"
+                f"during startup. Last lines of its log:\n{server.log_tail()}"
             )
         try:
             server.get_json("/v1/projects/default/spans", limit="1")
@@ -104,8 +120,9 @@ def wait_until_ready(server: PhoenixServer) -> None:
         else:
             return
     pytest.fail(
-        f"phoenix serve did not answer GET /v1/projects/default/spans within "
-        f"{STARTUP_TIMEOUT} s; last lines of its log:\n{server.log_tail()}"
+        f"Timed out after {STARTUP_TIMEOUT} s waiting for phoenix serve to return "
+        "200 for GET /v1/projects/default/spans. Last lines of its log:\n"
+        f"{server.log_tail()}"
     )
 
 

@@ -1,17 +1,20 @@
-"""A real ``celery worker`` exports to Arize Phoenix, checked over its REST API.
+"""Spans of a real ``celery worker``, exported to Arize Phoenix and read back.
 
 Phoenix keeps only part of each OTLP span (arize-phoenix 20.26,
 ``decode_otlp_span`` in ``phoenix/trace/otel.py``). It drops span links and
 the OpenTelemetry span kind, and uses resource attributes only to choose the
-project. ``GET /v1/projects/{project}/spans`` therefore returns names,
-attributes, status, events, trace IDs and parent IDs, and the tests check
-those.
+project. The ``span_kind`` field of its REST API is the OpenInference kind,
+``UNKNOWN`` for these spans. ``GET /v1/projects/{project}/spans`` therefore
+returns names, attributes, status, events, trace IDs and parent IDs, and the
+tests check those.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -24,8 +27,8 @@ from .conftest import PhoenixServer
 
 pytestmark = pytest.mark.phoenix
 
-#: Seconds to wait for job results and for spans to appear in Phoenix, which
-#: writes received spans to its database in batches.
+#: Seconds to wait for job results and for spans to appear in Phoenix. Phoenix
+#: queues received spans and writes them to its database in batches.
 WAIT = 60
 PREFORK = ("--pool", "prefork", "--concurrency", "2")
 
@@ -41,6 +44,14 @@ def instrumented_producer(phoenix: PhoenixServer) -> Iterator[None]:
             yield
         finally:
             jobtrace_celery.uninstrument()
+
+
+def prefork_worker(
+    phoenix: PhoenixServer, broker_url: str
+) -> AbstractContextManager[tuple[subprocess.Popen[bytes], str]]:
+    """Start a prefork worker with two children that exports straight to Phoenix."""
+    # The harness reads only ``receiver.endpoint`` from its first argument.
+    return celery_worker(phoenix, broker_url, *PREFORK)  # type: ignore[arg-type]
 
 
 def list_spans(phoenix: PhoenixServer) -> list[Span]:
@@ -65,7 +76,9 @@ def find(spans: list[Span], name: str, job_id: str) -> list[Span]:
     ]
 
 
-def wait_for_spans(phoenix: PhoenixServer, expected: set[tuple[str, str]]) -> list[Span]:
+def wait_for_spans(
+    phoenix: PhoenixServer, expected: set[tuple[str, str]]
+) -> list[Span]:
     """Poll Phoenix until it lists a span for every (name, job ID) pair."""
     deadline = time.monotonic() + WAIT
     while True:
@@ -75,8 +88,8 @@ def wait_for_spans(phoenix: PhoenixServer, expected: set[tuple[str, str]]) -> li
             return spans
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"Phoenix listed no span for {sorted(missing)} within {WAIT} s; "
-                f"it listed {len(spans)} spans in all"
+                f"Timed out after {WAIT} s waiting for Phoenix to list spans for "
+                f"{sorted(missing)}. It lists {len(spans)} spans in all."
             )
         time.sleep(0.5)
 
@@ -85,7 +98,7 @@ def test_worker_spans_in_phoenix(
     phoenix: PhoenixServer, redis_url: str, instrumented_producer: None
 ) -> None:
     """Phoenix lists every job's send and process span with outcome and status."""
-    with celery_worker(phoenix, redis_url, *PREFORK) as (_, queue):  # type: ignore[arg-type]
+    with prefork_worker(phoenix, redis_url) as (_, queue):
         app = producer(redis_url, queue)
         adds = [app.send_task("it.add", args=(i, i)) for i in range(4)]
         failing = app.send_task("it.fail")
@@ -106,6 +119,9 @@ def test_worker_spans_in_phoenix(
         assert run["attributes"]["jobtrace.job.name"] == "it.add"
         assert run["status_code"] == "UNSET"
         assert send["status_code"] == "UNSET"
+        # The producer sends outside any span, so no ambient context (for
+        # example a pytest plugin's span around the test) may parent it.
+        assert send["parent_id"] is None
         # In the default link mode the process span starts a new trace and
         # links to its send span. Phoenix drops the link, so the relation is
         # visible there only through the shared messaging.message.id.
@@ -124,7 +140,7 @@ def test_child_mode_in_send_trace(
     phoenix: PhoenixServer, redis_url: str, instrumented_producer: None
 ) -> None:
     """In child mode Phoenix shows the process span as a child of its send span."""
-    with celery_worker(phoenix, redis_url, *PREFORK) as (_, queue):  # type: ignore[arg-type]
+    with prefork_worker(phoenix, redis_url) as (_, queue):
         app = producer(redis_url, queue)
         with jobtrace.propagation_mode("child"):
             result = app.send_task("it.add", args=(2, 3))

@@ -18,12 +18,13 @@ from collections.abc import Collection
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import jobtrace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion
+
+import jobtrace
 
 __all__ = ["SUPPORTED_CELERY", "CeleryInstrumentor", "instrument", "uninstrument"]
 

@@ -10,15 +10,15 @@ import logging
 import threading
 from typing import Any
 
-import jobtrace
 import wrapt
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery import signals, states
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from jobtrace import Guard, Job, Outcome
 from opentelemetry.instrumentation.utils import unwrap
 
+import jobtrace
+from jobtrace import Guard, Job, Outcome
 from jobtrace_celery._propagation import build_carrier, to_timestamp
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,11 @@
 """Reading jobtrace's headers back from Celery's requests and messages.
 
 Celery delivers message headers in more than one shape. Protocol 2 keeps
-them at the top of the request; protocol 1 messages are converted with
-their headers merged in; and headers passed through ``apply_async`` or
-carried over by ``retry()`` can end up nested under a ``headers`` key. The
-carrier built here looks in each place in turn, first match wins.
+them at the top of the request, and the worker merges a protocol 1
+message's headers into the same place. Headers passed through
+``apply_async`` or carried over by ``retry()`` can also end up nested under
+a ``headers`` key. The carrier built here looks in each place in turn, and
+the first match wins.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from jobtrace import _names as names
 from opentelemetry import propagate
+
+from jobtrace import _names as names
 
 _JOBTRACE_KEYS = (
     names.SENT_AT_HEADER,

@@ -33,8 +33,8 @@ from jobtrace._settings import PROPAGATION_MODES
 
 log = logging.getLogger(__name__)
 
-#: Longest header value that the getter passes to a propagator. W3C
-#: traceparent is 55 characters; baggage is limited to 8192 bytes.
+#: Maximum length of a header value that the getter passes to a propagator.
+#: A W3C traceparent is 55 characters, and W3C baggage may be 8192 bytes.
 MAX_HEADER_LENGTH = 8192
 
 _RUN_KEY = context.create_key("jobtrace-run")
@@ -46,7 +46,7 @@ _traceparent_format = TraceContextTextMapPropagator()
 
 @dataclasses.dataclass
 class Job:
-    """What jobtrace knows about one job, filled in by a plugin.
+    """The identity and schedule of one job, filled in by a plugin.
 
     ``eta`` is the scheduled start as a Unix timestamp, for delayed jobs.
     ``propagation`` overrides the process's propagation mode for this job.

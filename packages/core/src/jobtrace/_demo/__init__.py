@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
@@ -47,9 +46,8 @@ def run(out: Callable[[str], object] = print) -> int:
         worker = _start_worker(receiver.endpoint, broker)
         try:
             out(f"Broker: embedded Redis at {broker}")
-            out(
-                f"Worker: celery prefork, pid {worker.pid}; receiver {receiver.endpoint}"
-            )
+            out(f"Worker: celery prefork, pid {worker.pid}")
+            out(f"OTLP receiver: {receiver.endpoint}")
             _produce(out)
         finally:
             _stop_worker(worker)

@@ -1,0 +1,176 @@
+"""Tests for reading ``JOBTRACE_*`` variables into :class:`Settings`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from jobtrace._settings import DEFAULT_FLUSH_TIMEOUT, Settings
+
+
+def warnings_from(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Return the WARNING records that jobtrace's settings module wrote."""
+    return [
+        record
+        for record in caplog.records
+        if record.name == "jobtrace._settings" and record.levelno == logging.WARNING
+    ]
+
+
+def test_from_env_defaults(caplog: pytest.LogCaptureFixture) -> None:
+    """An empty environment gives the documented defaults and no warning."""
+    settings = Settings.from_env({})
+
+    assert settings.enabled is True
+    assert settings.propagation == "link"
+    assert settings.component is None
+    assert settings.environment is None
+    assert settings.flush_timeout == DEFAULT_FLUSH_TIMEOUT
+    assert DEFAULT_FLUSH_TIMEOUT == 5.0
+    assert warnings_from(caplog) == []
+
+
+def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit mapping, from_env reads the process environment."""
+    monkeypatch.setenv("JOBTRACE_PROPAGATION", "child")
+
+    assert Settings.from_env().propagation == "child"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        (" TRUE ", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        (" off ", False),
+    ],
+)
+def test_enabled_words(raw: str, expected: bool) -> None:
+    """JOBTRACE_ENABLED accepts the usual boolean words in any case."""
+    settings = Settings.from_env({"JOBTRACE_ENABLED": raw})
+
+    assert settings.enabled is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("link", "link"), ("child", "child"), (" Child ", "child"), ("LINK", "link")],
+)
+def test_propagation_modes(raw: str, expected: str) -> None:
+    """JOBTRACE_PROPAGATION accepts link and child, ignoring case and spaces."""
+    settings = Settings.from_env({"JOBTRACE_PROPAGATION": raw})
+
+    assert settings.propagation == expected
+
+
+def test_component_and_environment() -> None:
+    """JOBTRACE_COMPONENT and JOBTRACE_ENVIRONMENT are stored stripped."""
+    settings = Settings.from_env(
+        {"JOBTRACE_COMPONENT": " beat ", "JOBTRACE_ENVIRONMENT": "staging"}
+    )
+
+    assert settings.component == "beat"
+    assert settings.environment == "staging"
+
+
+def test_blank_strings_mean_unset() -> None:
+    """Whitespace-only values count as unset, not as an empty name."""
+    settings = Settings.from_env(
+        {
+            "JOBTRACE_ENABLED": "  ",
+            "JOBTRACE_PROPAGATION": "",
+            "JOBTRACE_COMPONENT": "   ",
+            "JOBTRACE_ENVIRONMENT": "\t",
+            "JOBTRACE_FLUSH_TIMEOUT": " ",
+        }
+    )
+
+    assert settings == Settings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("2.5", 2.5), ("10", 10.0), (" 0.1 ", 0.1), ("1e-3", 0.001)]
+)
+def test_flush_timeout_valid(raw: str, expected: float) -> None:
+    """JOBTRACE_FLUSH_TIMEOUT accepts any positive finite number of seconds."""
+    settings = Settings.from_env({"JOBTRACE_FLUSH_TIMEOUT": raw})
+
+    assert settings.flush_timeout == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "field", "default"),
+    [
+        ("JOBTRACE_ENABLED", "maybe", "enabled", True),
+        ("JOBTRACE_ENABLED", "2", "enabled", True),
+        ("JOBTRACE_PROPAGATION", "parent", "propagation", "link"),
+        ("JOBTRACE_PROPAGATION", "link,child", "propagation", "link"),
+        ("JOBTRACE_FLUSH_TIMEOUT", "abc", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "0", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "-2", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "inf", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "1e400", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "nan", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+        ("JOBTRACE_FLUSH_TIMEOUT", "5s", "flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+    ],
+)
+def test_invalid_value_falls_back(
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    raw: str,
+    field: str,
+    default: object,
+) -> None:
+    """An invalid value gives the default and one WARNING naming the variable."""
+    settings = Settings.from_env({name: raw})
+
+    records = warnings_from(caplog)
+    assert getattr(settings, field) == default
+    assert len(records) == 1
+    assert name in records[0].getMessage()
+    assert repr(raw) in records[0].getMessage()
+
+
+def test_one_warning_per_invalid_variable(caplog: pytest.LogCaptureFixture) -> None:
+    """Two invalid variables give two warnings, one naming each variable."""
+    settings = Settings.from_env(
+        {"JOBTRACE_ENABLED": "maybe", "JOBTRACE_FLUSH_TIMEOUT": "never"}
+    )
+
+    messages = [record.getMessage() for record in warnings_from(caplog)]
+    assert settings == Settings()
+    assert len(messages) == 2
+    assert "JOBTRACE_ENABLED" in messages[0]
+    assert "JOBTRACE_FLUSH_TIMEOUT" in messages[1]
+
+
+def test_valid_values_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """A fully valid environment writes no warning."""
+    Settings.from_env(
+        {
+            "JOBTRACE_ENABLED": "false",
+            "JOBTRACE_PROPAGATION": "child",
+            "JOBTRACE_COMPONENT": "worker",
+            "JOBTRACE_ENVIRONMENT": "prod",
+            "JOBTRACE_FLUSH_TIMEOUT": "3",
+        }
+    )
+
+    assert warnings_from(caplog) == []
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be changed after they are read."""
+    settings = Settings.from_env({})
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.enabled = False  # type: ignore[misc]
