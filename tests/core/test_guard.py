@@ -14,6 +14,15 @@ from jobtrace._guard import Guard, error_counts, report_error, reset_error_count
 
 
 @pytest.fixture(autouse=True)
+def capture_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture jobtrace's warnings even if an earlier test raised the root level.
+
+    The in-process Celery worker tests leave the root logger at ERROR.
+    """
+    caplog.set_level(logging.WARNING, logger="jobtrace")
+
+
+@pytest.fixture(autouse=True)
 def clean_counts() -> Iterator[None]:
     """Start and end every test with no counted errors."""
     reset_error_counts()

@@ -37,6 +37,15 @@ GRPC_ENDPOINT = "http://127.0.0.1:4317"
 
 
 @pytest.fixture(autouse=True)
+def capture_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture jobtrace's warnings even if an earlier test raised the root level.
+
+    The in-process Celery worker tests leave the root logger at ERROR.
+    """
+    caplog.set_level(logging.WARNING, logger="jobtrace")
+
+
+@pytest.fixture(autouse=True)
 def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Clear jobtrace's globals and the JOBTRACE_* and OTEL_* variables."""
     for name in list(os.environ):

@@ -10,6 +10,15 @@ import pytest
 from jobtrace._settings import DEFAULT_FLUSH_TIMEOUT, Settings
 
 
+@pytest.fixture(autouse=True)
+def capture_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture jobtrace's warnings even if an earlier test raised the root level.
+
+    The in-process Celery worker tests leave the root logger at ERROR.
+    """
+    caplog.set_level(logging.WARNING, logger="jobtrace")
+
+
 def warnings_from(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """Return the WARNING records that jobtrace's settings module wrote."""
     return [

@@ -41,6 +41,15 @@ VALID_TRACEPARENT = f"00-{TRACE_ID}-{SPAN_ID}-01"
 
 
 @pytest.fixture(autouse=True)
+def capture_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture jobtrace's warnings even if an earlier test raised the root level.
+
+    The in-process Celery worker tests leave the root logger at ERROR.
+    """
+    caplog.set_level(logging.WARNING, logger="jobtrace")
+
+
+@pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove JOBTRACE_* variables of the calling shell before settings are read."""
     for name in list(os.environ):

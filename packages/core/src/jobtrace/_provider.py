@@ -110,13 +110,18 @@ def configure(
     environment: str | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> None:
-    """Set jobtrace's options for this process; calling it again is harmless.
+    """Set jobtrace's options and build the tracer provider now.
 
     The options override ``JOBTRACE_COMPONENT`` and ``JOBTRACE_ENVIRONMENT``.
-    The tracer provider itself is built when the first span needs it. If the
-    application set its own SDK provider first, or passes one as
+    If the application set its own SDK provider first, or passes one as
     ``tracer_provider``, jobtrace uses that provider and leaves its resource
-    and processors alone.
+    and processors alone. Calling it again changes the settings but never
+    builds a second provider.
+
+    Plugins do not call it: without it, the provider is built when the first
+    span needs it, which in a worker is after the worker's start hook has
+    set the component to ``worker``. Call it yourself in processes that
+    should export spans before their first job event, such as web servers.
     """
     global _settings, _provider, _owns_provider, _tracer
     with _lock:
@@ -131,6 +136,8 @@ def configure(
             environment=environment or current.environment,
             flush_timeout=current.flush_timeout,
         )
+        if _tracer is None:
+            _build()
 
 
 def tracer() -> trace.Tracer:

@@ -1,0 +1,109 @@
+"""Known limitations from docs/celery.md, each pinned by a strict xfail.
+
+When one of these starts passing, the limitation is gone: update the
+Limitations section of docs/celery.md and turn the test into a normal one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import jobtrace_celery
+from jobtrace._receiver import OtlpReceiver
+
+from .test_worker_processes import WAIT, _wait_for_child, process_spans_for
+from .workers import celery_worker, producer
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on a free loopback port."""
+    with OtlpReceiver() as started:
+        yield started
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/celery.md, Limitations: a child killed with SIGKILL loses "
+    "its unexported spans",
+)
+def test_sigkill_keeps_earlier_spans(redis_url: str, receiver: OtlpReceiver) -> None:
+    """Spans that a child finished before SIGKILL still reach the receiver."""
+    options = ("--pool", "prefork", "--concurrency", "1")
+    # A long export interval keeps the finished job's span in the child's
+    # queue when the kill arrives.
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "30000"}
+    with celery_worker(receiver, redis_url, *options, env=env) as (worker, queue):
+        app = producer(redis_url, queue)
+        done = app.send_task("it.add", args=(1, 1))
+        assert done.get(timeout=WAIT) == 2
+        app.send_task("it.soft")
+        time.sleep(0.5)
+        os.kill(_wait_for_child(worker.pid), signal.SIGKILL)
+        time.sleep(1)
+
+    process_spans_for(receiver, {done.id}, timeout=5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/celery.md, Limitations: eager mode produces no send spans",
+)
+def test_eager_mode_send_span(exporter: Any) -> None:
+    """A task run eagerly by delay() also gets a send span."""
+    app = Celery("eager", set_as_current=False)
+    app.conf.task_always_eager = True
+
+    @app.task(name="eager.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    jobtrace_celery.instrument()
+    try:
+        assert add.delay(1, 2).get() == 3
+    finally:
+        jobtrace_celery.uninstrument()
+
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert "process eager.add" in names
+    assert "send eager.add" in names
+
+
+SCRIPT = """
+import jobtrace
+jobtrace.configure()
+jobtrace.mark_worker()
+from opentelemetry import trace
+print(trace.get_tracer_provider().resource.attributes["jobtrace.component"])
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/celery.md, Limitations: the component comes from the "
+    "worker's start hook",
+)
+def test_component_after_early_build() -> None:
+    """A provider built before the worker started still reports worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRACE_")}
+    env["OTEL_TRACES_EXPORTER"] = "none"
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert done.stdout.strip() == "worker"
