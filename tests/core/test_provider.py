@@ -224,7 +224,11 @@ def test_configure_overrides_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBTRACE_FLUSH_TIMEOUT", "2")
     monkeypatch.setenv("JOBTRACE_ENABLED", "false")
 
-    jobtrace.configure(component="web", environment="prod")
+    jobtrace.configure(
+        component="web",
+        environment="prod",
+        tracer_provider=TracerProvider(shutdown_on_exit=False),
+    )
 
     settings = jobtrace.settings()
     assert jobtrace.resource_attributes() == {
@@ -239,8 +243,10 @@ def test_configure_overrides_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_configure_without_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     """configure() without arguments keeps the values read from the variables."""
     monkeypatch.setenv("JOBTRACE_ENVIRONMENT", "staging")
+    # configure builds a provider when it has none, and that build would
+    # install a global provider in the test process.
+    jobtrace.configure(tracer_provider=TracerProvider(shutdown_on_exit=False))
 
-    jobtrace.configure()
     jobtrace.configure()
 
     assert jobtrace.settings().environment == "staging"
@@ -599,6 +605,7 @@ def test_span_processor_none_with_exporter(monkeypatch: pytest.MonkeyPatch) -> N
 
     processor = jobtrace.span_processor(exporter)
 
+    assert isinstance(processor, BatchSpanProcessor)
     assert processor.span_exporter is exporter
     processor.shutdown()
 
@@ -667,6 +674,33 @@ def test_build_installs_provider() -> None:
     assert resource["deployment.environment.name"] == "staging"
     assert resource["service.name"] == "billing"
     assert "JOBTRACE_COMPONENT=worker" in stderr
+
+
+def test_configure_builds_once() -> None:
+    """configure builds and installs the provider, and a second call keeps it."""
+    code = """
+    import json
+    from opentelemetry import trace
+    import jobtrace
+    from jobtrace import _provider
+
+    jobtrace.configure(environment="prod")
+    first = trace.get_tracer_provider()
+    built = _provider._provider
+    jobtrace.configure(environment="staging")
+    print(json.dumps({
+        "installed": first is built,
+        "same": _provider._provider is built,
+        "owns": _provider._owns_provider,
+        "environment": first.resource.attributes["deployment.environment.name"],
+    }))
+    """
+    result, _ = run_python(code, OTEL_TRACES_EXPORTER="none")
+
+    assert result["installed"] is True
+    assert result["same"] is True
+    assert result["owns"] is True
+    assert result["environment"] == "prod"
 
 
 def test_build_after_mark_worker() -> None:

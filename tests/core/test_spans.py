@@ -589,7 +589,7 @@ def test_malformed_carrier(
 
 
 def test_over_long_is_the_limit(exporter: InMemorySpanExporter) -> None:
-    """The over-long case fails only by length: a shorter copy is accepted."""
+    """The over-long traceparent fails only by its length, as a shorter one works."""
     run(make_job(), {"traceparent": f"01-{TRACE_ID}-{SPAN_ID}-01-" + "a" * 100})
 
     assert len(only_span(exporter, "process add").links) == 1
@@ -768,7 +768,7 @@ def test_report_run_with_error(exporter: InMemorySpanExporter) -> None:
     assert len(exception_events(span)) == 1
 
 
-def test_unrelated_span_no_reported_flag(exporter: InMemorySpanExporter) -> None:
+def test_run_not_reported(exporter: InMemorySpanExporter) -> None:
     """A normal run does not carry the reported_by_parent attribute."""
     run(make_job(), {})
 
@@ -840,7 +840,7 @@ Call = tuple[str, Job, dict[str, Any], bool, trace.Span]
 def recorded_signals() -> Iterator[list[Call]]:
     """Connect a receiver to every signal and yield the calls it gets.
 
-    Each call holds the signal name, the sender, the keyword arguments,
+    Each call contains the signal name, the sender, the keyword arguments,
     whether the span was still recording and the span current at the time.
     """
     calls: list[Call] = []
@@ -957,7 +957,7 @@ def test_signal_receiver_sets_attribute(exporter: InMemorySpanExporter) -> None:
     "while the process span is not current, unlike the signal's docstring",
 )
 def test_signal_started_report_run(exporter: InMemorySpanExporter) -> None:
-    """job_started sees the process span as current also for report_run."""
+    """job_started runs with the process span current, also for report_run."""
     with recorded_signals() as calls:
         report_run(make_job(), {}, Outcome.KILLED)
 

@@ -11,26 +11,27 @@ import threading
 from typing import Any
 
 import wrapt
-from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
-from billiard.exceptions import WorkerLostError
 from celery import signals, states
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded
 from opentelemetry.instrumentation.utils import unwrap
 
 import jobtrace
 from jobtrace import Guard, Job, Outcome
-from jobtrace_celery._propagation import build_carrier, to_timestamp
+from jobtrace_celery import _reports
+from jobtrace_celery._propagation import (
+    SYSTEM,
+    build_carrier,
+    job_from_request,
+    unwrap_error,
+)
 
 log = logging.getLogger(__name__)
-
-SYSTEM = "celery"
 
 # Keyed by (task id, thread id): a retry of a task can start on another pool
 # thread before the attempt that enqueued it has run its postrun hook.
 _runs: jobtrace.BoundedRegistry[tuple[str, int], jobtrace.RunHandle] = (
     jobtrace.BoundedRegistry()
 )
-_reported: jobtrace.BoundedRegistry[str, bool] = jobtrace.BoundedRegistry()
 _pending = threading.local()
 
 _STATE_OUTCOMES = {
@@ -87,7 +88,7 @@ def _take_pending_send() -> jobtrace.SendHandle | None:
 def _on_task_prerun(task_id: Any = None, task: Any = None, **kwargs: Any) -> None:
     with _PRERUN:
         request = task.request
-        job = _job_from_request(task.name, request)
+        job = job_from_request(task.name, request)
         run = jobtrace.begin_run(job, build_carrier(request))
         _runs.put((task_id, threading.get_ident()), run)
 
@@ -99,7 +100,7 @@ def _on_task_failure(
         run = _runs.get((task_id, threading.get_ident()))
         if run is not None and exception is not None:
             stacktrace = getattr(einfo, "traceback", None)
-            jobtrace.record_error(run, _unwrap(exception), stacktrace)
+            jobtrace.record_error(run, unwrap_error(exception), stacktrace)
 
 
 def _on_task_retry(request: Any = None, reason: Any = None, **kwargs: Any) -> None:
@@ -127,116 +128,12 @@ def _on_task_postrun(
         outcome = _STATE_OUTCOMES.get(state, Outcome.INTERRUPTED)
         error = run.error
         if error is None and isinstance(retval, BaseException):
-            error = _unwrap(retval)
+            error = unwrap_error(retval)
         if outcome is Outcome.FAILURE and isinstance(error, SoftTimeLimitExceeded):
             outcome = Outcome.TIMEOUT
         throws = getattr(task, "throws", ()) or ()
         expected = error is not None and isinstance(error, tuple(throws))
         jobtrace.end_run(run, outcome, error, expected=expected)
-
-
-def _on_task_revoked(request: Any = None, sender: Any = None, **kwargs: Any) -> None:
-    with _REVOKED:
-        name = getattr(sender, "name", None) or getattr(request, "task", "unknown")
-        _report_from_parent(
-            _job_from_request(name, request), build_carrier(request), Outcome.REVOKED
-        )
-
-
-def _on_task_unknown(
-    name: Any = None,
-    id: Any = None,
-    message: Any = None,
-    exc: Any = None,
-    **kwargs: Any,
-) -> None:
-    with _UNKNOWN:
-        _report_message(str(name), id, message, exc)
-
-
-def _on_task_rejected(message: Any = None, exc: Any = None, **kwargs: Any) -> None:
-    with _REJECTED:
-        headers = getattr(message, "headers", None) or {}
-        _report_message(
-            str(headers.get("task", "unknown")), headers.get("id"), message, exc
-        )
-
-
-def _report_message(name: str, job_id: Any, message: Any, exc: Any) -> None:
-    delivery = getattr(message, "delivery_info", None) or {}
-    job = Job(system=SYSTEM, name=name, id=job_id, queue=delivery.get("routing_key"))
-    headers = getattr(message, "headers", None) or {}
-    error = exc if isinstance(exc, BaseException) else None
-    _report_from_parent(job, build_carrier(headers), Outcome.REJECTED, error)
-
-
-def _wrapped_on_timeout(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    with _TIMEOUT:
-        soft = args[0] if args else kwargs.get("soft")
-        limit = args[1] if len(args) > 1 else kwargs.get("timeout")
-        if not soft:
-            _report_request(instance, Outcome.KILLED, TimeLimitExceeded(limit))
-    return wrapped(*args, **kwargs)
-
-
-def _wrapped_on_failure(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    with _LOST:
-        exc_info = args[0] if args else kwargs.get("exc_info")
-        error = _unwrap(getattr(exc_info, "exception", None))
-        lost = isinstance(error, WorkerLostError) or (
-            isinstance(error, (SystemExit, KeyboardInterrupt))
-            and not getattr(instance, "_already_revoked", False)
-            and not getattr(instance, "_already_cancelled", False)
-        )
-        if lost:
-            _report_request(instance, Outcome.KILLED, error)
-    return wrapped(*args, **kwargs)
-
-
-def _report_request(request: Any, outcome: Outcome, error: BaseException) -> None:
-    fields = request.request_dict
-    job = _job_from_request(request.name, fields)
-    _report_from_parent(job, build_carrier(fields), outcome, error, request.time_start)
-
-
-def _report_from_parent(
-    job: Job,
-    carrier: dict[str, Any],
-    outcome: Outcome,
-    error: BaseException | None = None,
-    start_time: float | None = None,
-) -> None:
-    # Several host hooks can report the same lost job; the first one wins.
-    if job.id is not None:
-        if _reported.get(job.id):
-            return
-        _reported.put(job.id, True)
-    jobtrace.report_run(job, carrier, outcome, error, start_time=start_time)
-
-
-def _job_from_request(name: str, request: Any) -> Job:
-    fields = request if isinstance(request, dict) else vars(request)
-    delivery = fields.get("delivery_info") or {}
-    return Job(
-        system=SYSTEM,
-        name=name,
-        id=fields.get("id"),
-        queue=delivery.get("routing_key") or delivery.get("exchange") or None,
-        attempt=int(fields.get("retries") or 0) + 1,
-        eta=to_timestamp(fields.get("eta")),
-    )
-
-
-def _unwrap(error: Any) -> Any:
-    # billiard wraps exceptions that cross the pool's process boundary.
-    for _ in range(4):
-        if isinstance(error, ExceptionWithTraceback):
-            error = error.exc
-        elif isinstance(error, ExceptionInfo):
-            error = error.exception
-        else:
-            break
-    return error
 
 
 def _on_worker_init(**kwargs: Any) -> None:
@@ -265,11 +162,6 @@ _PRERUN = Guard("celery.task_prerun")
 _FAILURE = Guard("celery.task_failure")
 _RETRY = Guard("celery.task_retry")
 _POSTRUN = Guard("celery.task_postrun")
-_REVOKED = Guard("celery.task_revoked")
-_UNKNOWN = Guard("celery.task_unknown")
-_REJECTED = Guard("celery.task_rejected")
-_TIMEOUT = Guard("celery.Request.on_timeout")
-_LOST = Guard("celery.Request.on_failure")
 _WORKER_INIT = Guard("celery.worker_init")
 _PROCESS_SHUTDOWN = Guard("celery.worker_process_shutdown")
 _WORKER_SHUTDOWN = Guard("celery.worker_shutdown")
@@ -281,9 +173,9 @@ _RECEIVERS = (
     (signals.task_failure, _on_task_failure),
     (signals.task_retry, _on_task_retry),
     (signals.task_postrun, _on_task_postrun),
-    (signals.task_revoked, _on_task_revoked),
-    (signals.task_unknown, _on_task_unknown),
-    (signals.task_rejected, _on_task_rejected),
+    (signals.task_revoked, _reports.on_task_revoked),
+    (signals.task_unknown, _reports.on_task_unknown),
+    (signals.task_rejected, _reports.on_task_rejected),
     (signals.celeryd_init, _on_worker_init),
     (signals.worker_init, _on_worker_init),
     (signals.worker_process_shutdown, _on_worker_process_shutdown),
@@ -292,8 +184,8 @@ _RECEIVERS = (
 
 _WRAPPERS = (
     ("celery.app.base", "Celery", "send_task", _wrapped_send_task),
-    ("celery.worker.request", "Request", "on_timeout", _wrapped_on_timeout),
-    ("celery.worker.request", "Request", "on_failure", _wrapped_on_failure),
+    ("celery.worker.request", "Request", "on_timeout", _reports.wrapped_on_timeout),
+    ("celery.worker.request", "Request", "on_failure", _reports.wrapped_on_failure),
 )
 
 

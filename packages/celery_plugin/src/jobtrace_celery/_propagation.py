@@ -14,9 +14,13 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from opentelemetry import propagate
 
+from jobtrace import Job
 from jobtrace import _names as names
+
+SYSTEM = "celery"
 
 _JOBTRACE_KEYS = (
     names.SENT_AT_HEADER,
@@ -62,6 +66,35 @@ def to_timestamp(value: Any) -> float | None:
             value = value.replace(tzinfo=datetime.timezone.utc)
         return value.timestamp()
     return None
+
+
+def job_from_request(name: str, request: Any) -> Job:
+    """Describe the job of a task request, a request dict or a ``Context``."""
+    fields = request if isinstance(request, dict) else vars(request)
+    delivery = fields.get("delivery_info") or {}
+    return Job(
+        system=SYSTEM,
+        name=name,
+        id=fields.get("id"),
+        queue=delivery.get("routing_key") or delivery.get("exchange") or None,
+        attempt=int(fields.get("retries") or 0) + 1,
+        eta=to_timestamp(fields.get("eta")),
+    )
+
+
+def unwrap_error(error: Any) -> Any:
+    """Return the task's own exception from billiard's wrappers around it.
+
+    billiard wraps exceptions that cross the pool's process boundary.
+    """
+    for _ in range(4):
+        if isinstance(error, ExceptionWithTraceback):
+            error = error.exc
+        elif isinstance(error, ExceptionInfo):
+            error = error.exception
+        else:
+            break
+    return error
 
 
 def _lookup(source: Any, key: str) -> Any:
