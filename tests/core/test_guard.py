@@ -156,15 +156,13 @@ def test_report_error_nested_class() -> None:
     report_error("start", Outer.Failure())
 
     assert list(error_counts()) == [
-        ("start", "test_report_error_nested_class.<locals>.Outer.Failure")
+        (
+            "start",
+            "tests.core.test_guard.test_report_error_nested_class.<locals>.Outer.Failure",
+        )
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report_error keys errors by __qualname__ only, so two exception "
-    "types with the same name in different modules count as one kind",
-)
 def test_report_error_same_name(caplog: pytest.LogCaptureFixture) -> None:
     """Exception types that share a name but not a module are logged apart."""
     first = type("ConnectionError", (Exception,), {"__module__": "requests"})

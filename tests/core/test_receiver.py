@@ -12,7 +12,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
-from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -24,6 +23,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 MakeTracer = Callable[..., trace.Tracer]

@@ -595,11 +595,6 @@ def test_over_long_is_the_limit(exporter: InMemorySpanExporter) -> None:
     assert len(only_span(exporter, "process add").links) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="begin_run reads jobtrace_propagation, jobtrace_previous_attempt and "
-    "jobtrace_sent_at with headers.get() outside the safe getter",
-)
 def test_failing_mapping(exporter: InMemorySpanExporter) -> None:
     """A Mapping whose lookups raise gives a root process span, not an error."""
     run(make_job(), FailingMapping())
@@ -951,11 +946,6 @@ def test_signal_receiver_sets_attribute(exporter: InMemorySpanExporter) -> None:
     assert attributes["app.tenant"] == "acme"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report_run begins its run with attach=False, so job_started fires "
-    "while the process span is not current, unlike the signal's docstring",
-)
 def test_signal_started_report_run(exporter: InMemorySpanExporter) -> None:
     """job_started runs with the process span current, also for report_run."""
     with recorded_signals() as calls:

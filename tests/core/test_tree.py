@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobtrace._receiver import ReceivedSpan
 from jobtrace._tree import format_traces
 

@@ -22,7 +22,7 @@ _counts: Counter[tuple[str, str]] = Counter()
 
 def report_error(hook: str, error: BaseException) -> None:
     """Count an internal error and log it the first time its kind appears."""
-    key = (hook, type(error).__qualname__)
+    key = (hook, qualified_name(error))
     with _lock:
         _counts[key] += 1
         first = _counts[key] == 1
@@ -33,6 +33,14 @@ def report_error(hook: str, error: BaseException) -> None:
             hook,
             exc_info=error,
         )
+
+
+def qualified_name(error: BaseException) -> str:
+    """Return an exception's class as ``module.QualName``, builtins bare."""
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def error_counts() -> dict[tuple[str, str], int]:

@@ -155,12 +155,12 @@ def tracer() -> trace.Tracer:
 def _build() -> None:
     global _provider, _owns_provider, _tracer
     current = trace.get_tracer_provider()
+    if not enabled():
+        _tracer = trace.NoOpTracer()
+        return
     if isinstance(current, TracerProvider):
         _provider, _owns_provider = current, False
         log.info("jobtrace uses the tracer provider the application set")
-    elif not enabled():
-        _tracer = trace.NoOpTracer()
-        return
     else:
         resource = Resource.create(resource_attributes())
         # The SDK's own exit hook waits up to 30 s per processor; jobtrace's
@@ -218,7 +218,7 @@ def _exporter_timeout() -> float | None:
 def flush(timeout: float | None = None) -> bool:
     """Export every finished span, waiting at most ``timeout`` seconds.
 
-    Returns True if the export finished in time. The default limit is
+    Returns True if the export finished in time without raising. The default limit is
     JOBTRACE_FLUSH_TIMEOUT. The SDK's own ``force_flush`` ignores its
     timeout, so it runs in a helper thread that is abandoned when the
     limit passes.
@@ -248,20 +248,21 @@ def _run_bounded(
 ) -> bool:
     limit = settings().flush_timeout if timeout is None else timeout
     done = threading.Event()
+    succeeded = []
 
     def run() -> None:
         try:
             action()
+            succeeded.append(True)
         except Exception:
             log.exception("jobtrace %s failed", what)
         finally:
             done.set()
 
     threading.Thread(target=run, name=f"jobtrace-{what}", daemon=True).start()
-    finished = done.wait(limit)
-    if not finished:
+    if not done.wait(limit):
         log.warning("jobtrace %s did not finish within %.1f s", what, limit)
-    return finished
+    return bool(succeeded)
 
 
 def _reset_for_tests() -> None:

@@ -27,7 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import (
 
 from jobtrace import _names as names
 from jobtrace import _provider, signals
-from jobtrace._guard import report_error
+from jobtrace._guard import qualified_name, report_error
 from jobtrace._names import Outcome
 from jobtrace._settings import PROPAGATION_MODES
 
@@ -144,7 +144,7 @@ def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     carrier[names.SENT_AT_HEADER] = repr(time.time())
     mode = job.propagation or _propagation_override.get()
-    if mode:
+    if mode in PROPAGATION_MODES:
         carrier[names.PROPAGATION_HEADER] = mode
 
     # A job that enqueues itself again is retrying: the next attempt links
@@ -166,6 +166,7 @@ def end_send(handle: SendHandle, error: BaseException | None = None) -> None:
     """End a send span; ``error`` is what the enqueue raised, if anything."""
     if error is not None:
         _record_error(handle.span, error)
+        handle.span.set_attribute(names.ERROR_TYPE, qualified_name(error))
         handle.span.set_status(Status(StatusCode.ERROR, _describe(error)))
     handle.span.end()
 
@@ -183,7 +184,7 @@ def begin_run(
     which must then run in the same thread. ``start_time`` is a Unix
     timestamp, for runs that a parent process reports after the fact.
     """
-    headers: Mapping[str, Any] = carrier if isinstance(carrier, Mapping) else {}
+    headers = _snapshot(carrier)
     extracted = propagate.extract(headers, getter=_getter)
     send_context = trace.get_current_span(extracted).get_span_context()
     mode = job.propagation or _header_mode(headers) or _provider.settings().propagation
@@ -220,7 +221,10 @@ def begin_run(
             _RUN_KEY, run, trace.set_span_in_context(span, parent)
         )
         run.token = context.attach(current)
-    _emit(signals.job_started, job, span=span)
+        _emit(signals.job_started, job, span=span)
+    else:
+        with trace.use_span(span, end_on_exit=False):
+            _emit(signals.job_started, job, span=span)
     return run
 
 
@@ -257,7 +261,7 @@ def end_run(
     error = run.error
     span.set_attribute(names.JOB_OUTCOME, outcome.value)
     if outcome.is_error and not expected:
-        error_type = _qualified_name(error) if error is not None else outcome.value
+        error_type = qualified_name(error) if error is not None else outcome.value
         span.set_attribute(names.ERROR_TYPE, error_type)
         span.set_status(Status(StatusCode.ERROR, _describe(error) or outcome.value))
 
@@ -287,6 +291,17 @@ def report_run(
     run = begin_run(job, carrier, start_time=start_time, attach=False)
     run.span.set_attribute(names.REPORTED_BY_PARENT, True)
     end_run(run, outcome, error)
+
+
+def _snapshot(carrier: object) -> dict[str, Any]:
+    # Message headers come from whoever wrote to the broker, so a carrier
+    # whose lookups raise is read as empty rather than failing the job.
+    if not isinstance(carrier, Mapping):
+        return {}
+    try:
+        return dict(carrier)
+    except Exception:
+        return {}
 
 
 def _base_attributes(job: Job, operation: str) -> dict[str, Any]:
@@ -340,13 +355,6 @@ def _record_error(
     span.record_exception(error, attributes=attributes)
 
 
-def _qualified_name(error: BaseException) -> str:
-    cls = type(error)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return ""
@@ -356,7 +364,10 @@ def _describe(error: BaseException | None) -> str:
 def _emit(signal: Any, job: Job, **kwargs: Any) -> None:
     if not signal.receivers:
         return
-    try:
-        signal.send(job, **kwargs)
-    except Exception as error:
-        report_error(f"signal {signal.name}", error)
+    # blinker's send() stops at the first receiver that raises; calling each
+    # receiver here lets the others still run.
+    for receiver in signal.receivers_for(job):
+        try:
+            receiver(job, **kwargs)
+        except Exception as error:
+            report_error(f"signal {signal.name}", error)
