@@ -20,7 +20,7 @@ import time
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import TracebackType
 from typing import cast
 
@@ -30,8 +30,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from jobtrace._otlp import ReceivedSpan, decode_attributes, decode_span
+
+__all__ = ["LOGS_PATH", "METRICS_PATH", "TRACES_PATH", "OtlpReceiver", "ReceivedSpan"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,6 @@ _POLL_INTERVAL_S = 0.05
 _PROTOBUF = "application/x-protobuf"
 _EMPTY_RESPONSE: bytes = ExportTraceServiceResponse().SerializeToString()
 
-#: Span kinds as OTLP numbers them. OTLP allows a receiver to read
-#: SPAN_KIND_UNSPECIFIED (0) as INTERNAL.
-_KINDS = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-_STATUS_CODES = {
-    Status.STATUS_CODE_UNSET: "UNSET",
-    Status.STATUS_CODE_OK: "OK",
-    Status.STATUS_CODE_ERROR: "ERROR",
-}
-
 
 class _RejectedRequestError(Exception):
     """An export request that the receiver rejects with an HTTP error status."""
@@ -60,37 +53,6 @@ class _RejectedRequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclasses.dataclass(frozen=True)
-class ReceivedSpan:
-    """One span as the receiver decoded it from an OTLP export request.
-
-    IDs are lower-case hex strings. Attribute values are Python values:
-    str, int, float, bool, bytes, a list for an array and a dict for a
-    key-value list. ``events`` contains ``(name, attributes)`` pairs,
-    ``links`` contains ``(trace_id, span_id, attributes)`` triples and
-    ``resource`` contains the attributes of the resource that exported the span.
-    """
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, object]
-    status_code: str
-    status_message: str
-    events: tuple[tuple[str, dict[str, object]], ...] = ()
-    links: tuple[tuple[str, str, dict[str, object]], ...] = ()
-    resource: dict[str, object] = dataclasses.field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float:
-        """The time between the span's start and end, in seconds."""
-        return (self.end_ns - self.start_ns) / 1e9
 
 
 class OtlpReceiver:
@@ -379,53 +341,10 @@ def _decode_spans(body: bytes) -> list[ReceivedSpan]:
 
     spans: list[ReceivedSpan] = []
     for resource_spans in request.resource_spans:
-        resource = _decode_attributes(resource_spans.resource.attributes)
+        resource = decode_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            spans.extend(_decode_span(span, resource) for span in scope_spans.spans)
+            spans.extend(decode_span(span, resource) for span in scope_spans.spans)
     return spans
-
-
-def _decode_span(span: Span, resource: dict[str, object]) -> ReceivedSpan:
-    kind = _KINDS[span.kind] if span.kind < len(_KINDS) else "INTERNAL"
-    return ReceivedSpan(
-        trace_id=span.trace_id.hex(),
-        span_id=span.span_id.hex(),
-        parent_span_id=span.parent_span_id.hex() if any(span.parent_span_id) else None,
-        name=span.name,
-        kind=kind,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        attributes=_decode_attributes(span.attributes),
-        status_code=_STATUS_CODES.get(span.status.code, "UNSET"),
-        status_message=span.status.message,
-        events=tuple(
-            (event.name, _decode_attributes(event.attributes)) for event in span.events
-        ),
-        links=tuple(
-            (
-                link.trace_id.hex(),
-                link.span_id.hex(),
-                _decode_attributes(link.attributes),
-            )
-            for link in span.links
-        ),
-        resource=dict(resource),
-    )
-
-
-def _decode_attributes(attributes: Iterable[KeyValue]) -> dict[str, object]:
-    return {attribute.key: _decode_value(attribute.value) for attribute in attributes}
-
-
-def _decode_value(value: AnyValue) -> object:
-    field = value.WhichOneof("value")
-    if field is None:
-        return None
-    if field == "array_value":
-        return [_decode_value(item) for item in value.array_value.values]
-    if field == "kvlist_value":
-        return _decode_attributes(value.kvlist_value.values)
-    return getattr(value, field)
 
 
 def _timeout_message(
