@@ -75,5 +75,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def mypy(session: nox.Session) -> None:
     """mypy in strict mode on the core package."""
-    _install_project(session, "mypy>=1.11")
+    _install_project(session, "mypy>=1.11", "opentelemetry-exporter-otlp-proto-grpc")
     session.run("mypy")

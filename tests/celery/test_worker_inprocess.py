@@ -33,13 +33,14 @@ def worker(instrumented: Any, tasks: Any, celery_worker: Any) -> Any:
 
 
 def test_success_send_and_process(worker: Any, tasks: Any, exporter: Any) -> None:
-    """A successful task has a PRODUCER send span and a linked CONSUMER span."""
+    """A task enqueued outside any span gets a root send span and a consumer."""
     result = tasks.add.delay(2, 3)
 
     assert result.get(timeout=TIMEOUT) == 5
     (send,) = wait_for_spans(exporter, "send t.add")
     (process,) = wait_for_spans(exporter, "process t.add")
     assert send.kind is SpanKind.PRODUCER
+    assert send.parent is None
     assert process.kind is SpanKind.CONSUMER
     assert send.attributes["messaging.system"] == "celery"
     assert send.attributes["messaging.operation.type"] == "send"
