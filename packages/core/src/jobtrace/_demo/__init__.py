@@ -67,18 +67,18 @@ def _produce(out: Callable[[str], object]) -> None:
     tracer = jobtrace.tracer()
     with tracer.start_as_current_span("GET /checkout"):
         results = [
-            tasks.add.delay(2, 3),
-            tasks.fail.delay(),
-            tasks.flaky.delay(),
-            tasks.chain_of_three(),
-            tasks.fan_out.delay(3),
+            ("add(2, 3)", tasks.add.delay(2, 3)),
+            ("fail()", tasks.fail.delay()),
+            ("flaky()", tasks.flaky.delay()),
+            ("add(1, 2) | add(3) | add(4)", tasks.chain_of_three()),
+            ("fan_out(3)", tasks.fan_out.delay(3)),
         ]
-    for result in results:
+    for call, result in results:
         try:
             value = result.get(timeout=WAIT_SECONDS, propagate=False)
         except Exception as error:
             value = error
-        out(f"Job {result.id}: {value!r}")
+        out(f"{call} -> {value!r}  (job {result.id})")
     jobtrace.flush()
 
 
