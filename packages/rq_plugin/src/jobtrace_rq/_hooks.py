@@ -1,0 +1,305 @@
+"""Wrappers around RQ's enqueue and run methods that turn jobs into spans.
+
+RQ has no signals, so each wrapper sits directly on the job's path. The
+wrappers run jobtrace's code inside a :class:`jobtrace.Guard` and call RQ's
+own method outside it, so RQ's results and exceptions pass through as they
+are. Methods are wrapped on the class that defines them in the installed
+RQ, because RQ 2.x moved ``perform_job`` from ``Worker`` to ``BaseWorker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextvars import ContextVar
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+
+import jobtrace
+from jobtrace import Guard
+from jobtrace_rq import _reports
+from jobtrace_rq._propagation import (
+    ATTEMPT_FIELD,
+    ETA_FIELD,
+    attempt_of,
+    job_from_rq,
+    read_carrier,
+    to_timestamp,
+    write_carrier,
+)
+from jobtrace_rq._reports import argument
+
+log = logging.getLogger(__name__)
+
+# Keyed by (job id, thread id), so that workers running in several threads
+# of one process keep their runs apart.
+_runs: jobtrace.BoundedRegistry[tuple[str, int], jobtrace.RunHandle] = (
+    jobtrace.BoundedRegistry()
+)
+_retried: jobtrace.BoundedRegistry[tuple[str, int], bool] = jobtrace.BoundedRegistry()
+
+# The job whose send span is open in this context, with its carrier. RQ's
+# enqueue methods call each other (a retry calls schedule_job), and only the
+# outermost call for a job opens a span.
+_active_send: ContextVar[tuple[Any, dict[str, Any]] | None] = ContextVar(
+    "jobtrace_rq_active_send", default=None
+)
+# The send spans opened by the current enqueue_many call.
+_batch: ContextVar[list[jobtrace.SendHandle] | None] = ContextVar(
+    "jobtrace_rq_batch", default=None
+)
+
+#: Installed wrappers, as (owner class, method name), for :func:`remove`.
+_installed: list[tuple[type, str]] = []
+
+
+def _wrapped_enqueue_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    job = argument(args, kwargs, 0, "job")
+    return _send(wrapped, args, kwargs, job, getattr(instance, "name", None))
+
+
+def _wrapped_schedule_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    job = argument(args, kwargs, 0, "job")
+    eta = argument(args, kwargs, 1, "datetime")
+    queue = getattr(instance, "name", None)
+    return _send(wrapped, args, kwargs, job, queue, eta=eta)
+
+
+def _wrapped_retry(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    # Job.retry and Job._handle_retry_result both take the queue first.
+    queue = getattr(argument(args, kwargs, 0, "queue"), "name", None)
+    return _send(wrapped, args, kwargs, instance, queue, retry=True)
+
+
+def _send(
+    wrapped: Any,
+    args: Any,
+    kwargs: Any,
+    job: Any,
+    queue: str | None,
+    *,
+    eta: Any = None,
+    retry: bool = False,
+) -> Any:
+    active = _active_send.get()
+    if active is not None and active[0] is job:
+        with _NESTED_SEND:
+            _record_eta(active[1], eta)
+        return wrapped(*args, **kwargs)
+
+    handle = token = None
+    with _BEGIN_SEND:
+        handle, carrier = _begin_send(job, queue, eta, retry)
+        token = _active_send.set((job, carrier))
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as error:
+        with _END_SEND:
+            _end_send(handle, token, error)
+        raise
+    with _END_SEND:
+        _end_send(handle, token, None)
+    return result
+
+
+def _begin_send(
+    job: Any, queue: str | None, eta: Any, retry: bool
+) -> tuple[jobtrace.SendHandle, dict[str, Any]]:
+    carrier: dict[str, Any] = {}
+    attempt = 1
+    if retry:
+        current = jobtrace.current_job()
+        if current is not None and current.id == job.id:
+            attempt = current.attempt + 1
+        else:
+            attempt = attempt_of(job, read_carrier(job)) + 1
+        _retried.put(_run_key(job), True)
+    if attempt > 1:
+        carrier[ATTEMPT_FIELD] = str(attempt)
+    _record_eta(carrier, eta)
+
+    handle = jobtrace.begin_send(job_from_rq(job, carrier, queue), carrier)
+    write_carrier(job, carrier)
+    return handle, carrier
+
+
+def _record_eta(carrier: dict[str, Any], eta: Any) -> None:
+    timestamp = to_timestamp(eta)
+    if timestamp is not None:
+        carrier[ETA_FIELD] = repr(timestamp)
+
+
+def _end_send(
+    handle: jobtrace.SendHandle | None, token: Any, error: BaseException | None
+) -> None:
+    if token is not None:
+        _active_send.reset(token)
+    if handle is not None:
+        jobtrace.end_send(handle, error)
+
+
+def _wrapped_enqueue_many(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    handles: list[jobtrace.SendHandle] = []
+    token = None
+    with _BEGIN_SEND:
+        token = _batch.set(handles)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as error:
+        with _END_SEND:
+            _end_batch(handles, token, error)
+        raise
+    with _END_SEND:
+        _end_batch(handles, token, None)
+    return result
+
+
+def _wrapped_create_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    # enqueue_many creates its jobs inside RQ and pushes them with the
+    # private _enqueue_job, so creation is where this adapter sees them.
+    job = wrapped(*args, **kwargs)
+    with _CREATE_JOB:
+        handles = _batch.get()
+        if handles is not None:
+            handle, _ = _begin_send(job, getattr(instance, "name", None), None, False)
+            handles.append(handle)
+    return job
+
+
+def _end_batch(
+    handles: list[jobtrace.SendHandle], token: Any, error: BaseException | None
+) -> None:
+    if token is not None:
+        _batch.reset(token)
+    for handle in handles:
+        jobtrace.end_send(handle, error)
+
+
+def _wrapped_perform_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    job = argument(args, kwargs, 0, "job")
+    with _BEGIN_RUN:
+        carrier = read_carrier(job)
+        run = jobtrace.begin_run(job_from_rq(job, carrier), carrier)
+        _runs.put(_run_key(job), run)
+    try:
+        finished = wrapped(*args, **kwargs)
+    except BaseException as error:
+        with _END_RUN:
+            _finish(instance, job, None, error)
+        raise
+    with _END_RUN:
+        _finish(instance, job, finished, None)
+    return finished
+
+
+def _finish(worker: Any, job: Any, finished: Any, error: BaseException | None) -> None:
+    key = _run_key(job)
+    run = _runs.pop(key)
+    retried = bool(_retried.pop(key))
+    if run is None:
+        log.debug("No process span for job %s, its start was not traced", job.id)
+    else:
+        outcome = _reports.run_outcome(job, finished, error or run.error, retried)
+        jobtrace.end_run(run, outcome, error)
+
+    # The work horse ends with os._exit, which skips every atexit hook, so
+    # its spans leave now or never. The flush waits JOBTRACE_FLUSH_TIMEOUT
+    # at most.
+    if getattr(worker, "is_horse", False):
+        jobtrace.flush()
+
+
+def _wrapped_handle_exception(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    # RQ catches the job's exception inside perform_job and hands it here.
+    with _HANDLE_EXCEPTION:
+        job = argument(args, kwargs, 0, "job")
+        error = args[2] if len(args) > 2 else None
+        run = _runs.get(_run_key(job))
+        if run is not None and isinstance(error, BaseException):
+            jobtrace.record_error(run, error)
+    return wrapped(*args, **kwargs)
+
+
+def _wrapped_work(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    # Building the provider before the first fork lets every work horse
+    # inherit the imported exporter instead of importing it per job.
+    with _WORK:
+        jobtrace.mark_worker()
+        jobtrace.tracer()
+    return wrapped(*args, **kwargs)
+
+
+def _run_key(job: Any) -> tuple[str, int]:
+    return (job.id, threading.get_ident())
+
+
+_NESTED_SEND = Guard("rq.Queue.schedule_job")
+_BEGIN_SEND = Guard("rq.enqueue.begin")
+_END_SEND = Guard("rq.enqueue.end")
+_CREATE_JOB = Guard("rq.Queue.create_job")
+_BEGIN_RUN = Guard("rq.perform_job.begin")
+_END_RUN = Guard("rq.perform_job.end")
+_HANDLE_EXCEPTION = Guard("rq.handle_exception")
+_WORK = Guard("rq.work")
+
+_WORKER_WRAPPERS = (
+    ("work", _wrapped_work),
+    ("perform_job", _wrapped_perform_job),
+    ("handle_exception", _wrapped_handle_exception),
+    ("monitor_work_horse", _reports.wrapped_monitor_work_horse),
+    ("handle_job_failure", _reports.wrapped_handle_job_failure),
+)
+
+
+def _targets() -> list[tuple[type, str, Any]]:
+    from rq import worker
+    from rq.job import Job
+    from rq.queue import Queue
+
+    targets: list[tuple[type, str, Any]] = [
+        (Queue, "enqueue_job", _wrapped_enqueue_job),
+        (Queue, "schedule_job", _wrapped_schedule_job),
+        (Queue, "enqueue_many", _wrapped_enqueue_many),
+        (Queue, "create_job", _wrapped_create_job),
+        (Job, "retry", _wrapped_retry),
+    ]
+    # RQ 2.x and newer re-enqueue a job that returns Retry through here.
+    if "_handle_retry_result" in vars(Job):
+        targets.append((Job, "_handle_retry_result", _wrapped_retry))
+
+    names = ("Worker", "SimpleWorker", "SpawnWorker")
+    classes = [getattr(worker, name) for name in names if hasattr(worker, name)]
+    for method, wrapper in _WORKER_WRAPPERS:
+        targets.extend((owner, method, wrapper) for owner in _owners(classes, method))
+    return targets
+
+
+def _owners(classes: list[type], method: str) -> list[type]:
+    """Return the classes that define ``method`` for ``classes``, once each."""
+    owners: list[type] = []
+    for cls in classes:
+        owner = next((c for c in cls.__mro__ if method in vars(c)), None)
+        if owner is not None and owner not in owners:
+            owners.append(owner)
+    return owners
+
+
+def install() -> None:
+    """Wrap RQ's enqueue and worker methods."""
+    for owner, method, wrapper in _targets():
+        wrapt.wrap_function_wrapper(owner, method, wrapper)
+        _installed.append((owner, method))
+
+
+def remove() -> None:
+    """Undo :func:`install`: restore RQ's original methods."""
+    while _installed:
+        owner, method = _installed.pop()
+        unwrap(owner, method)
+    _runs.clear()
+    _retried.clear()
+    _reports.clear()

@@ -1,0 +1,123 @@
+"""Outcomes of runs, and runs reported by the worker instead of its horse.
+
+The forking ``Worker`` runs each job in a work horse process. When the
+horse dies before it ends its own span (SIGKILL, out of memory, killed by
+the monitor after ``job_timeout``, or stopped through RQ's stop-job
+command), the worker that monitored it reports the job's process span,
+with the start time it recorded and the context in the job's meta.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jobtrace
+from jobtrace import Guard, Outcome
+from jobtrace_rq._propagation import job_from_rq, read_carrier
+
+# Start time of the horse run of each job that this process is monitoring.
+_monitored: jobtrace.BoundedRegistry[str, float] = jobtrace.BoundedRegistry()
+
+
+class WorkHorseLostError(Exception):
+    """The work horse ended without reporting the job it was running."""
+
+
+def argument(args: Any, kwargs: Any, index: int, name: str) -> Any:
+    """Return a wrapped method's argument by position or keyword, or None."""
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name)
+
+
+def run_outcome(
+    job: Any, finished: Any, error: BaseException | None, retried: bool
+) -> Outcome:
+    """Return the outcome of a run that ``perform_job`` has finished.
+
+    ``finished`` is what ``perform_job`` returned, or None if it raised.
+    ``retried`` is whether the job was enqueued again during the run.
+    """
+    from rq.exceptions import ShutDownImminentException
+    from rq.job import JobStatus
+    from rq.timeouts import JobTimeoutException
+
+    if retried:
+        return Outcome.RETRY
+    if job.get_status(refresh=False) == JobStatus.STOPPED:
+        return Outcome.INTERRUPTED
+    if isinstance(error, JobTimeoutException):
+        return Outcome.TIMEOUT
+    # SystemExit and KeyboardInterrupt reach a job when the worker is told
+    # to stop at once, and HerokuWorker raises ShutDownImminentException.
+    interrupts = (ShutDownImminentException, SystemExit, KeyboardInterrupt)
+    if isinstance(error, interrupts):
+        return Outcome.INTERRUPTED
+    failed = job.get_status(refresh=False) == JobStatus.FAILED
+    if finished is not True or error is not None or failed:
+        return Outcome.FAILURE
+    return Outcome.SUCCESS
+
+
+def wrapped_monitor_work_horse(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    job = argument(args, kwargs, 0, "job")
+    with _MONITOR:
+        _monitored.put(job.id, time.time())
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        with _MONITOR:
+            _monitored.pop(job.id)
+
+
+def wrapped_handle_job_failure(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    # The monitoring worker calls handle_job_failure only when the horse
+    # exited without finishing the job. The horse and SimpleWorker call it
+    # for ordinary failures, which perform_job's wrapper reports.
+    with _LOST:
+        _report_lost_run(instance, args, kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _report_lost_run(worker: Any, args: Any, kwargs: Any) -> None:
+    job = argument(args, kwargs, 0, "job")
+    started = _monitored.pop(job.id)
+    if started is None or getattr(worker, "is_horse", False):
+        return
+    message = argument(args, kwargs, 3, "exc_string") or "work horse exited"
+    outcome = _lost_outcome(worker, job, started)
+    carrier = read_carrier(job)
+    jobtrace.report_run(
+        job_from_rq(job, carrier),
+        carrier,
+        outcome,
+        WorkHorseLostError(str(message).strip()),
+        start_time=started,
+    )
+
+
+def _lost_outcome(worker: Any, job: Any, started: float) -> Outcome:
+    if getattr(worker, "_stopped_job_id", None) == job.id:
+        return Outcome.INTERRUPTED
+    # The monitor kills a horse that outlives job_timeout by 60 s. A horse
+    # that died of anything else after its timeout is counted as timed out
+    # as well, because the worker cannot tell the two apart.
+    timeout = getattr(job, "timeout", None)
+    elapsed = time.time() - started
+    if isinstance(timeout, (int, float)) and 0 < timeout < elapsed:
+        return Outcome.TIMEOUT
+    return Outcome.KILLED
+
+
+def clear() -> None:
+    """Forget the monitored runs."""
+    _monitored.clear()
+
+
+_MONITOR = Guard("rq.Worker.monitor_work_horse")
+_LOST = Guard("rq.handle_job_failure")

@@ -1,0 +1,68 @@
+"""Fixtures for RQ tests: a Redis database of their own and fresh queues."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+import jobtrace_rq
+
+#: Redis database of the RQ tests, apart from the other suites' databases.
+RQ_DB = 13
+
+
+@pytest.fixture(scope="session")
+def rq_url(redis_url: str) -> str:
+    """URL of the local Redis server, database 13."""
+    return redis_url.rsplit("/", 1)[0] + f"/{RQ_DB}"
+
+
+@pytest.fixture
+def connection(rq_url: str) -> Iterator[Redis]:
+    """A Redis connection to the RQ tests' database."""
+    client = Redis.from_url(rq_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queue(connection: Redis) -> Iterator[Queue]:
+    """A queue with a fresh name, deleted with its jobs after the test."""
+    created = Queue(f"jobtrace-rq-{uuid.uuid4().hex[:8]}", connection=connection)
+    yield created
+    created.delete(delete_jobs=True)
+
+
+@pytest.fixture
+def instrumented(exporter: Any) -> Iterator[Any]:
+    """Instrument RQ for one test and remove the instrumentation after."""
+    jobtrace_rq.instrument()
+    yield exporter
+    jobtrace_rq.uninstrument()
+
+
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker that does not listen for RQ's commands.
+
+    RQ's command listener is a redis-py pubsub thread polled with a 60 s
+    timeout. Stopping it right after it started can wait out that timeout,
+    which in burst mode happens after every short test.
+    """
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
+def work(queue: Queue) -> None:
+    """Run every job on ``queue`` in this process, then return."""
+    BurstWorker([queue], connection=queue.connection).work(
+        burst=True, logging_level="WARNING"
+    )

@@ -1,0 +1,67 @@
+"""Job functions that the RQ tests enqueue, importable by every worker."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from opentelemetry import trace
+
+import jobtrace
+
+
+def add(x: int, y: int) -> int:
+    """Return the sum; the plain successful job."""
+    return x + y
+
+
+def fail() -> None:
+    """Raise ValueError; the plain failing job."""
+    raise ValueError("boom")
+
+
+def fail_until_third() -> str:
+    """Raise until the third attempt, for jobs enqueued with ``Retry``."""
+    current = jobtrace.current_job()
+    if current is None or current.attempt < 3:
+        raise KeyError("again")
+    return "done"
+
+
+def return_retry_once() -> Any:
+    """Return RQ's ``Retry`` on the first run and succeed on the second."""
+    from rq import get_current_job
+    from rq.job import Retry
+
+    job = get_current_job()
+    if job is not None and not job.number_of_retries:
+        return Retry(max=2)
+    return "done"
+
+
+def sleep(seconds: float) -> str:
+    """Sleep, for timeouts and killed work horses."""
+    time.sleep(seconds)
+    return "slept"
+
+
+def enqueue_add() -> str:
+    """Enqueue ``add`` on the job's own queue from inside the job."""
+    from rq import Queue, get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    Queue(job.origin, connection=job.connection).enqueue(add, 1, 2)
+    return "enqueued"
+
+
+def report_pid() -> int:
+    """Return the pid of the process that ran the job."""
+    return os.getpid()
+
+
+def traced_callback(job: Any, connection: Any, *args: Any, **kwargs: Any) -> None:
+    """An RQ success or failure callback that opens a span of its own."""
+    with jobtrace.tracer().start_as_current_span("callback"):
+        trace.get_current_span().set_attribute("test.job_id", job.id)
