@@ -7,6 +7,7 @@ is harmless and :func:`disconnect` removes exactly what :func:`connect` added.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -20,6 +21,7 @@ from jobtrace import Guard, Job, Outcome
 from jobtrace_celery import _reports
 from jobtrace_celery._propagation import (
     SYSTEM,
+    attempt_number,
     build_carrier,
     job_from_request,
     unwrap_error,
@@ -55,7 +57,7 @@ def _on_before_task_publish(
             name=str(sender),
             id=fields.get("id"),
             queue=kwargs.get("routing_key") or kwargs.get("exchange") or None,
-            attempt=int(fields.get("retries") or 0) + 1,
+            attempt=attempt_number(fields.get("retries")),
         )
         _pending.send = jobtrace.begin_send(job, headers)
 
@@ -123,17 +125,47 @@ def _on_task_postrun(
         if run is None:
             log.debug("No process span for task %s, prerun did not run", task_id)
             return
+        outcome, error, expected = Outcome.INTERRUPTED, None, False
+        try:
+            outcome, error, expected = _outcome(task, state, retval, run.error)
+        finally:
+            jobtrace.end_run(run, outcome, error, expected=expected)
+
+
+def _outcome(
+    task: Any, state: Any, retval: Any, error: BaseException | None
+) -> tuple[Outcome, BaseException | None, bool]:
+    outcome = _STATE_OUTCOMES.get(state)
+    if outcome is None:
         # Celery sends postrun without a state when a BaseException, such as
-        # the SystemExit that SIGTERM raises in a pool child, stopped the task.
-        outcome = _STATE_OUTCOMES.get(state, Outcome.INTERRUPTED)
-        error = run.error
-        if error is None and isinstance(retval, BaseException):
-            error = unwrap_error(retval)
-        if outcome is Outcome.FAILURE and isinstance(error, SoftTimeLimitExceeded):
-            outcome = Outcome.TIMEOUT
-        throws = getattr(task, "throws", ()) or ()
-        expected = error is not None and isinstance(error, tuple(throws))
-        jobtrace.end_run(run, outcome, error, expected=expected)
+        # the SystemExit that SIGTERM raises in a pool child, stopped the
+        # task, and when eager propagation re-raises an ordinary failure.
+        raised = sys.exc_info()[1]
+        if isinstance(raised, Exception):
+            outcome, error = Outcome.FAILURE, error or unwrap_error(raised)
+        else:
+            outcome = Outcome.INTERRUPTED
+    # A job may return an exception object as its result: only a run that
+    # did not succeed carries its error in retval.
+    failed = outcome is not Outcome.SUCCESS
+    if error is None and failed and isinstance(retval, BaseException):
+        error = unwrap_error(retval)
+    if outcome is Outcome.FAILURE and isinstance(error, SoftTimeLimitExceeded):
+        outcome = Outcome.TIMEOUT
+    return outcome, error, _is_declared(task, error)
+
+
+def _is_declared(task: Any, error: BaseException | None) -> bool:
+    # Celery accepts a class, a tuple or a list in ``throws``.
+    throws = getattr(task, "throws", None)
+    if error is None or not throws:
+        return False
+    if isinstance(throws, list):
+        throws = tuple(throws)
+    try:
+        return isinstance(error, throws)
+    except TypeError:
+        return False
 
 
 def _on_worker_init(**kwargs: Any) -> None:

@@ -54,6 +54,19 @@ def build_carrier(request: Any) -> dict[str, Any]:
     return carrier
 
 
+def attempt_number(retries: Any) -> int:
+    """Turn Celery's ``retries`` header into a 1-based attempt number.
+
+    The header comes from whoever wrote the message, so anything that is not
+    a non-negative integer counts as the first attempt.
+    """
+    try:
+        count = int(retries or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 1
+    return count + 1 if count >= 0 else 1
+
+
 def to_timestamp(value: Any) -> float | None:
     """Convert Celery's ``eta`` (ISO 8601 string or datetime) to Unix time."""
     if isinstance(value, str):
@@ -77,7 +90,7 @@ def job_from_request(name: str, request: Any) -> Job:
         name=name,
         id=fields.get("id"),
         queue=delivery.get("routing_key") or delivery.get("exchange") or None,
-        attempt=int(fields.get("retries") or 0) + 1,
+        attempt=attempt_number(fields.get("retries")),
         eta=to_timestamp(fields.get("eta")),
     )
 

@@ -9,18 +9,21 @@ host's worker hook has run.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
+import multiprocessing
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
+    SpanExportResult,
 )
 
 from jobtrace._settings import Settings
@@ -38,6 +41,49 @@ _component: str | None = None
 _provider: TracerProvider | None = None
 _owns_provider = False
 _tracer: trace.Tracer | None = None
+_exporter: _TrackedExporter | None = None
+
+#: Flush limit in seconds while the last export failed. Pool children that
+#: exit after each job would otherwise each wait the full limit on a
+#: collector that is down.
+DEGRADED_FLUSH_TIMEOUT = 0.5
+
+
+class _TrackedExporter(SpanExporter):
+    """An exporter wrapper that records whether the last export failed.
+
+    The flag lives in shared memory created before the worker forks, so
+    every pool child, including children forked later, sees what the
+    others found.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        self._failing = multiprocessing.RawValue(ctypes.c_bool, False)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last export failed or a flush ran out of time."""
+        return bool(self._failing.value)
+
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        self._failing.value = value
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception:
+            self.failing = True
+            raise
+        self.failing = result is not SpanExportResult.SUCCESS
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
 
 
 def settings() -> Settings:
@@ -153,7 +199,7 @@ def tracer() -> trace.Tracer:
 
 
 def _build() -> None:
-    global _provider, _owns_provider, _tracer
+    global _provider, _owns_provider, _tracer, _exporter
     current = trace.get_tracer_provider()
     if not enabled():
         _tracer = trace.NoOpTracer()
@@ -170,7 +216,8 @@ def _build() -> None:
         atexit.register(shutdown)
         exporter = _exporter_from_env()
         if exporter is not None:
-            _provider.add_span_processor(BatchSpanProcessor(exporter))
+            _exporter = _TrackedExporter(exporter)
+            _provider.add_span_processor(BatchSpanProcessor(_exporter))
         trace.set_tracer_provider(_provider)
         log.info("jobtrace built a tracer provider, component=%s", component())
     _tracer = _provider.get_tracer("jobtrace", __version__)
@@ -218,10 +265,11 @@ def _exporter_timeout() -> float | None:
 def flush(timeout: float | None = None) -> bool:
     """Export every finished span, waiting at most ``timeout`` seconds.
 
-    Returns True if the export finished in time without raising. The default limit is
-    JOBTRACE_FLUSH_TIMEOUT. The SDK's own ``force_flush`` ignores its
-    timeout, so it runs in a helper thread that is abandoned when the
-    limit passes.
+    Returns True if the export finished in time without raising. The
+    default limit is JOBTRACE_FLUSH_TIMEOUT, cut to
+    :data:`DEGRADED_FLUSH_TIMEOUT` while the last export failed. The SDK's
+    own ``force_flush`` ignores its timeout, so it runs in a helper thread
+    that is abandoned when the limit passes.
     """
     provider = _provider
     if provider is None:
@@ -246,7 +294,7 @@ def shutdown(timeout: float | None = None) -> bool:
 def _run_bounded(
     action: Callable[[], object], timeout: float | None, what: str
 ) -> bool:
-    limit = settings().flush_timeout if timeout is None else timeout
+    limit = _default_limit() if timeout is None else timeout
     done = threading.Event()
     succeeded = []
 
@@ -262,13 +310,25 @@ def _run_bounded(
     threading.Thread(target=run, name=f"jobtrace-{what}", daemon=True).start()
     if not done.wait(limit):
         log.warning("jobtrace %s did not finish within %.1f s", what, limit)
+        # The export may still be running when this process exits, so the
+        # timeout itself is what tells the next flush the collector is slow.
+        if _exporter is not None:
+            _exporter.failing = True
     return bool(succeeded)
+
+
+def _default_limit() -> float:
+    limit = settings().flush_timeout
+    if _exporter is not None and _exporter.failing:
+        return min(limit, DEGRADED_FLUSH_TIMEOUT)
+    return limit
 
 
 def _reset_for_tests() -> None:
     """Forget the provider, tracer and settings; tests only."""
-    global _settings, _component, _provider, _owns_provider, _tracer
+    global _settings, _component, _provider, _owns_provider, _tracer, _exporter
     with _lock:
+        _exporter = None
         _settings = None
         _component = None
         _provider = None

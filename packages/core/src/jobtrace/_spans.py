@@ -34,8 +34,12 @@ from jobtrace._settings import PROPAGATION_MODES
 log = logging.getLogger(__name__)
 
 #: Maximum length of a header value that the getter passes to a propagator.
-#: A W3C traceparent is 55 characters, and W3C baggage may be 8192 bytes.
+#: W3C baggage may be 8192 bytes.
 MAX_HEADER_LENGTH = 8192
+#: Maximum length of a traceparent or tracestate value. A W3C traceparent
+#: is 55 characters, and OpenTelemetry's propagator logs a warning for each
+#: one longer than 512 that it sees, so longer ones are dropped here.
+MAX_TRACE_HEADER_LENGTH = 512
 
 _RUN_KEY = context.create_key("jobtrace-run")
 _propagation_override: ContextVar[str | None] = ContextVar(
@@ -91,9 +95,10 @@ class _SafeGetter(Getter[Mapping[str, Any]]):
             value = carrier.get(key)
         except Exception:
             return None
-        if isinstance(value, str) and len(value) <= MAX_HEADER_LENGTH:
-            return [value]
-        return None
+        if not isinstance(value, str):
+            return None
+        limit = MAX_TRACE_HEADER_LENGTH if key in _TRACE_KEYS else MAX_HEADER_LENGTH
+        return [value] if len(value) <= limit else None
 
     def keys(self, carrier: Mapping[str, Any]) -> list[str]:
         try:
@@ -102,6 +107,7 @@ class _SafeGetter(Getter[Mapping[str, Any]]):
             return []
 
 
+_TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 _getter = _SafeGetter()
 
 
@@ -256,22 +262,27 @@ def end_run(
     normal behaviour.
     """
     span = run.span
-    if error is not None:
-        record_error(run, error)
-    error = run.error
-    span.set_attribute(names.JOB_OUTCOME, outcome.value)
-    if outcome.is_error and not expected:
-        error_type = qualified_name(error) if error is not None else outcome.value
-        span.set_attribute(names.ERROR_TYPE, error_type)
-        span.set_status(Status(StatusCode.ERROR, _describe(error) or outcome.value))
+    try:
+        if error is not None:
+            record_error(run, error)
+        error = run.error
+        span.set_attribute(names.JOB_OUTCOME, outcome.value)
+        if outcome.is_error and not expected:
+            error_type = qualified_name(error) if error is not None else outcome.value
+            description = _describe(error) or outcome.value
+            span.set_attribute(names.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, description))
 
-    if outcome is Outcome.RETRY:
-        _emit(signals.job_retried, run.job, span=span, error=error)
-    _emit(signals.job_finished, run.job, span=span, outcome=outcome, error=error)
-    span.end(None if end_time is None else int(end_time * 1e9))
-    if run.token is not None:
-        token, run.token = run.token, None
-        context.detach(token)  # type: ignore[arg-type]
+        if outcome is Outcome.RETRY:
+            _emit(signals.job_retried, run.job, span=span, error=error)
+        _emit(signals.job_finished, run.job, span=span, outcome=outcome, error=error)
+    finally:
+        # Whatever failed above, the span still ends and the job's context
+        # is still detached, so the next job on this thread starts clean.
+        span.end(None if end_time is None else int(end_time * 1e9))
+        if run.token is not None:
+            token, run.token = run.token, None
+            context.detach(token)  # type: ignore[arg-type]
 
 
 def report_run(
@@ -331,7 +342,7 @@ def _queue_time(
         sent_at = float(raw) if isinstance(raw, str) and len(raw) < 32 else None
     except ValueError:
         sent_at = None
-    if sent_at is None or not math.isfinite(sent_at):
+    if sent_at is None or not math.isfinite(sent_at) or sent_at <= 0:
         return None
     ready_at = max(sent_at, eta) if eta is not None else sent_at
     # Clocks of the producer and worker hosts may disagree by a little.
@@ -339,7 +350,7 @@ def _queue_time(
 
 
 def _parse_traceparent(value: object) -> trace.SpanContext | None:
-    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
+    if not isinstance(value, str) or len(value) > MAX_TRACE_HEADER_LENGTH:
         return None
     extracted = _traceparent_format.extract({"traceparent": value})
     span_context = trace.get_current_span(extracted).get_span_context()
@@ -352,13 +363,32 @@ def _record_error(
     attributes = None
     if stacktrace and error.__traceback__ is None:
         attributes = {"exception.stacktrace": stacktrace}
-    span.record_exception(error, attributes=attributes)
+    try:
+        span.record_exception(error, attributes=attributes)
+    except Exception:
+        # The SDK formats the message with str(error), which user code can
+        # make raise; the event then carries the type and a placeholder.
+        span.add_event(
+            "exception",
+            {
+                "exception.type": qualified_name(error),
+                "exception.message": _message(error),
+                **(attributes or {}),
+            },
+        )
 
 
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return ""
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {_message(error)}"
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose str() raised>"
 
 
 def _emit(signal: Any, job: Job, **kwargs: Any) -> None:
