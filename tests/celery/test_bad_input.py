@@ -537,9 +537,9 @@ def test_recycled_child_exits_promptly(
 ) -> None:
     """Once a flush has timed out, recycled children exit within a second.
 
-    The first child that meets a collector that does not answer waits the
-    full flush limit; the children after it know and wait at most
-    DEGRADED_FLUSH_TIMEOUT.
+    The first child to reach a collector that never responds waits the full
+    flush limit. The shared failure flag then caps the wait of the children
+    after it at DEGRADED_FLUSH_TIMEOUT.
     """
     options = ("--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "1")
     with contextlib.ExitStack() as stack:

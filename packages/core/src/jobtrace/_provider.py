@@ -52,9 +52,9 @@ DEGRADED_FLUSH_TIMEOUT = 0.5
 class _TrackedExporter(SpanExporter):
     """An exporter wrapper that records whether the last export failed.
 
-    The flag lives in shared memory created before the worker forks, so
-    every pool child, including children forked later, sees what the
-    others found.
+    The flag lives in shared memory. When the provider is built before a
+    worker forks its pool, every child, including children forked later,
+    reads and writes the same flag.
     """
 
     def __init__(self, exporter: SpanExporter) -> None:
