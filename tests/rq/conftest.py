@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 import jobtrace_rq
+
+from .worker_classes import InProcessWorker
+
+RQ_MAJOR = int(jobtrace_rq._rq_version().split(".")[0])
 
 #: Redis database of the RQ tests, apart from the other suites' databases.
 RQ_DB = 13
@@ -46,23 +50,8 @@ def instrumented(exporter: Any) -> Iterator[Any]:
     jobtrace_rq.uninstrument()
 
 
-class BurstWorker(SimpleWorker):
-    """A SimpleWorker that does not listen for RQ's commands.
-
-    RQ's command listener is a redis-py pubsub thread polled with a 60 s
-    timeout. Stopping it right after it started can wait out that timeout,
-    which in burst mode happens after every short test.
-    """
-
-    def subscribe(self) -> None:
-        pass
-
-    def unsubscribe(self) -> None:
-        pass
-
-
 def work(queue: Queue) -> None:
     """Run every job on ``queue`` in this process, then return."""
-    BurstWorker([queue], connection=queue.connection).work(
+    InProcessWorker([queue], connection=queue.connection).work(
         burst=True, logging_level="WARNING"
     )

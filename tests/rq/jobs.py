@@ -65,3 +65,11 @@ def traced_callback(job: Any, connection: Any, *args: Any, **kwargs: Any) -> Non
     """An RQ success or failure callback that opens a span of its own."""
     with jobtrace.tracer().start_as_current_span("callback"):
         trace.get_current_span().set_attribute("test.job_id", job.id)
+
+
+def span_then_sleep(seconds: float) -> str:
+    """End a span of the job's own code, then sleep."""
+    with jobtrace.tracer().start_as_current_span("inside"):
+        pass
+    time.sleep(seconds)
+    return "slept"

@@ -21,9 +21,7 @@ from jobtrace_rq import _hooks
 from jobtrace_rq._propagation import META_KEY
 
 from . import jobs
-from .conftest import work
-
-RQ_MAJOR = int(jobtrace_rq._rq_version().split(".")[0])
+from .conftest import RQ_MAJOR, work
 
 
 def named(exporter: Any, name: str) -> list[Any]:

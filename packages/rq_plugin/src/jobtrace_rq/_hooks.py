@@ -248,6 +248,8 @@ _WORK = Guard("rq.work")
 
 _WORKER_WRAPPERS = (
     ("work", _wrapped_work),
+    # A SpawnWorker's work horse is a new interpreter that never calls work().
+    ("main_work_horse", _wrapped_work),
     ("perform_job", _wrapped_perform_job),
     ("handle_exception", _wrapped_handle_exception),
     ("monitor_work_horse", _reports.wrapped_monitor_work_horse),

@@ -1,0 +1,128 @@
+"""Known limitations from docs/rq.md, each pinned by a strict xfail.
+
+When one of these starts passing, the limitation is gone: update the
+Limitations section of docs/rq.md and turn the test into a normal one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+from rq import Queue
+
+from jobtrace._receiver import OtlpReceiver
+
+from . import jobs
+from .conftest import RQ_MAJOR
+from .workers import (
+    by_name,
+    process_spans_for,
+    rq_worker,
+    wait_for_child,
+    wait_for_exit,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on a free loopback port."""
+    with OtlpReceiver() as started:
+        yield started
+
+
+@pytest.fixture
+def queue(rq_url: str) -> Iterator[Queue]:
+    """A queue with a fresh name on the RQ tests' database."""
+    connection = Redis.from_url(rq_url)
+    created = Queue(f"jobtrace-rq-lim-{uuid.uuid4().hex[:8]}", connection=connection)
+    yield created
+    created.delete(delete_jobs=True)
+    connection.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/rq.md, Limitations: a killed work horse loses the spans "
+    "it had not exported",
+)
+def test_killed_horse_keeps_job_spans(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver
+) -> None:
+    """Spans that a job ended before its horse was killed still arrive."""
+    job = queue.enqueue(jobs.span_then_sleep, 30)
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
+    with rq_worker(receiver, rq_url, queue.name, "--burst", env=env) as worker:
+        horse = wait_for_child(worker.pid)
+        time.sleep(0.5)
+        os.kill(horse, signal.SIGKILL)
+        assert wait_for_exit(worker) == 0
+
+    process_spans_for(receiver, {job.id})
+    assert len(by_name(receiver.spans(), "inside")) == 1
+
+
+class _Unreachable:
+    """Stands in for a receiver: an endpoint where nothing listens."""
+
+    def __init__(self) -> None:
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        closed.close()
+
+
+def _burst_seconds(rq_url: str, queue: Queue, env: dict[str, str]) -> float:
+    for i in range(10):
+        queue.enqueue(jobs.add, i, i)
+    started = time.monotonic()
+    receiver = _Unreachable()
+    with rq_worker(
+        receiver,  # type: ignore[arg-type]
+        rq_url,
+        queue.name,
+        "--burst",
+        env=env,
+    ) as worker:
+        assert wait_for_exit(worker) == 0
+    return time.monotonic() - started
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/rq.md, Limitations: an unreachable collector delays every "
+    "job by up to JOBTRACE_FLUSH_TIMEOUT",
+)
+def test_dead_collector_adds_no_delay(rq_url: str, queue: Queue) -> None:
+    """Ten jobs finish as fast with an unreachable collector as without jobtrace."""
+    baseline = _burst_seconds(rq_url, queue, {"JOBTRACE_ENABLED": "false"})
+    unreachable = _burst_seconds(rq_url, queue, {"JOBTRACE_FLUSH_TIMEOUT": "1"})
+
+    assert unreachable < baseline + 0.5
+
+
+@pytest.mark.skipif(RQ_MAJOR != 2, reason="only RQ 2.x spawns plain Worker horses")
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/rq.md, Limitations: SpawnWorker horses on RQ 2.x are not instrumented",
+)
+def test_spawn_horse_traced_on_rq2(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver
+) -> None:
+    """A SpawnWorker's horse on RQ 2.x exports the job's process span."""
+    job = queue.enqueue(jobs.add, 1, 1)
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class="spawn"
+    ) as worker:
+        assert wait_for_exit(worker) == 0
+
+    receiver.wait_for_spans(1, timeout=10, name_prefix="process ")
+    assert job.id is not None

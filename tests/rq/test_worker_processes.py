@@ -1,0 +1,197 @@
+"""Real ``rq worker`` processes on Redis, checked over OTLP.
+
+Every test starts its own OTLP/HTTP receiver on 127.0.0.1, enqueues from
+this process, and runs a worker subprocess that exports to the receiver.
+Most workers run in burst mode: they exit once the queue is empty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import JobStatus, Retry
+
+import jobtrace_rq
+from jobtrace._receiver import OtlpReceiver
+
+from . import jobs
+from .conftest import RQ_MAJOR
+from .workers import (
+    SERVICE_NAME,
+    by_name,
+    link_pairs,
+    process_spans_for,
+    rq_worker,
+    traced_producer,
+    wait_for_child,
+    wait_for_exit,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on a free loopback port."""
+    with OtlpReceiver() as started:
+        yield started
+
+
+@pytest.fixture
+def queue(rq_url: str) -> Iterator[Queue]:
+    """A queue with a fresh name on the RQ tests' database."""
+    connection = Redis.from_url(rq_url)
+    created = Queue(f"jobtrace-rq-it-{uuid.uuid4().hex[:8]}", connection=connection)
+    yield created
+    created.delete(delete_jobs=True)
+    connection.close()
+
+
+@pytest.fixture
+def producer(receiver: OtlpReceiver) -> Iterator[None]:
+    """Instrument this process as a producer that exports to the receiver."""
+    with traced_producer(receiver):
+        jobtrace_rq.instrument()
+        yield
+        jobtrace_rq.uninstrument()
+
+
+def test_forking_worker_delivers_every_span(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """Each of 50 jobs run in a work horse gets its process span over OTLP."""
+    count = 50
+    enqueued = [queue.enqueue(jobs.add, i, i) for i in range(count)]
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        assert wait_for_exit(worker) == 0
+
+    runs = process_spans_for(receiver, {job.id for job in enqueued})
+    sends = {
+        s.attributes["messaging.message.id"]: s
+        for s in by_name(receiver.spans(), "send tests.rq.jobs.add")
+    }
+    assert len(runs) == count
+    assert all(len(spans) == 1 for spans in runs.values())
+    pids = {spans[0].attributes["test.pid"] for spans in runs.values()}
+    # Each job ran in a work horse of its own.
+    assert len(pids) == count
+    for job in enqueued:
+        (run,) = runs[job.id]
+        send = sends[job.id]
+        assert run.kind == "CONSUMER"
+        assert run.attributes["jobtrace.job.outcome"] == "success"
+        assert run.resource["jobtrace.component"] == "worker"
+        assert run.resource["service.name"] == SERVICE_NAME
+        assert send.resource["jobtrace.component"] == "web"
+        assert link_pairs(run) == [(send.trace_id, send.span_id)]
+
+
+@pytest.mark.parametrize("worker_class", ["forking", "simple", "spawn"])
+def test_failure_and_retry_outcomes(
+    worker_class: str,
+    rq_url: str,
+    queue: Queue,
+    receiver: OtlpReceiver,
+    producer: None,
+) -> None:
+    """Failures, retries and timeouts get their outcomes in every worker class."""
+    if worker_class == "spawn" and RQ_MAJOR < 3:
+        # RQ 1.x has no SpawnWorker; test_limitations pins RQ 2.x.
+        pytest.skip("SpawnWorker horses are traced since RQ 3.0")
+    failing = queue.enqueue(jobs.fail)
+    flaky = queue.enqueue(jobs.fail_until_third, retry=Retry(max=3))
+    slow = queue.enqueue(jobs.sleep, 5, job_timeout=1)
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class=worker_class
+    ) as worker:
+        assert wait_for_exit(worker) == 0
+
+    runs = process_spans_for(receiver, {failing.id, slow.id})
+    runs.update(process_spans_for(receiver, {flaky.id}, count=3))
+    (failed,) = runs[failing.id]
+    assert failed.attributes["jobtrace.job.outcome"] == "failure"
+    assert failed.status_code == "ERROR"
+    assert failed.attributes["error.type"] == "ValueError"
+    (timed_out,) = runs[slow.id]
+    assert timed_out.attributes["jobtrace.job.outcome"] == "timeout"
+
+    attempts = sorted(
+        runs[flaky.id], key=lambda s: s.attributes["jobtrace.job.attempt"]
+    )
+    outcomes = [s.attributes["jobtrace.job.outcome"] for s in attempts]
+    assert outcomes == ["retry", "retry", "success"]
+    for previous, current in itertools.pairwise(attempts):
+        previous_links = [
+            (t, s) for t, s, a in current.links
+            if a.get("jobtrace.link.type") == "previous_attempt"
+        ]  # fmt: skip
+        assert previous_links == [(previous.trace_id, previous.span_id)]
+
+
+def test_killed_horse_reported_by_worker(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A work horse killed with SIGKILL is reported as killed by its worker."""
+    job = queue.enqueue(jobs.sleep, 30)
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        horse = wait_for_child(worker.pid)
+        time.sleep(0.5)
+        os.kill(horse, signal.SIGKILL)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (send,) = by_name(receiver.spans(), "send tests.rq.jobs.sleep")
+    assert job.get_status() == JobStatus.FAILED
+    assert run.attributes["jobtrace.job.outcome"] == "killed"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert run.status_code == "ERROR"
+    assert "WorkHorseLostError" in str(run.attributes["error.type"])
+    assert run.resource["jobtrace.component"] == "worker"
+    assert run.duration_s >= 0.4
+    assert link_pairs(run) == [(send.trace_id, send.span_id)]
+
+
+def test_dependent_links_to_creation(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A dependent job pushed by the worker links to the producer's send span."""
+    first = queue.enqueue(jobs.add, 1, 1)
+    second = queue.enqueue(jobs.add, 2, 2, depends_on=first)
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        assert wait_for_exit(worker) == 0
+
+    runs = process_spans_for(receiver, {first.id, second.id})
+    sends = {
+        s.attributes["messaging.message.id"]: s
+        for s in by_name(receiver.spans(), "send tests.rq.jobs.add")
+    }
+    (dependent,) = runs[second.id]
+    send = sends[second.id]
+    assert send.resource["jobtrace.component"] == "web"
+    assert link_pairs(dependent) == [(send.trace_id, send.span_id)]
+
+
+def test_opentelemetry_instrument_loads_plugin(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver
+) -> None:
+    """opentelemetry-instrument traces a worker whose code never calls jobtrace."""
+    job = queue.enqueue(jobs.add, 1, 1)
+    launcher = (str(Path(sys.executable).parent / "opentelemetry-instrument"),)
+    env = {"TEST_INSTRUMENT": "0", "OTEL_TRACES_EXPORTER": "otlp"}
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", env=env, launcher=launcher
+    ) as worker:
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    assert run.attributes["jobtrace.job.outcome"] == "success"
