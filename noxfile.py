@@ -14,6 +14,10 @@ PACKAGES = (
     "packages/dramatiq_plugin",
 )
 TEST_TOOLS = ("pytest>=8", "pytest-celery>=1.1", "opentelemetry-proto", "redis>=5")
+# The instrumentations the benchmark compares jobtrace with, and psutil for
+# the CPU time of a worker's process tree.
+BENCH_TOOLS = ("opentelemetry-instrumentation-celery", "sentry-sdk", "psutil")
+LINT_PATHS = ("packages", "tests", "benchmarks", "noxfile.py")
 
 
 def _install_project(session: nox.Session, *extra: str) -> None:
@@ -65,11 +69,23 @@ def wheels(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Measure jobtrace's overhead per job against the alternatives.
+
+    Prints a table and rewrites BENCHMARKS.md. Needs Redis on 127.0.0.1:6379.
+    ``nox -s bench -- --quick`` runs the short mode, and ``-- --help`` lists
+    the options.
+    """
+    _install_project(session, *BENCH_TOOLS)
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff's checks and formatting."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "packages", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "packages", "tests", "noxfile.py")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
 
 
 @nox.session(python="3.11")

@@ -1,0 +1,259 @@
+"""Measure jobtrace's overhead per job against the alternatives.
+
+Runs real workers and producers against Redis on 127.0.0.1:6379, prints
+the results and rewrites BENCHMARKS.md. ``nox -s bench`` installs what the
+setups need and runs this module; ``nox -s bench -- --quick`` takes about a
+minute. This is a measurement, not a test: it exits with an error only when
+a run cannot be measured, and a missed target is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import redis
+from kombu.exceptions import OperationalError
+
+from benchmarks import _document, _machine, _report, celery_bench
+from benchmarks._process import ROOT, BenchmarkError
+from benchmarks._samples import BASELINE, ProducerSample, WorkerSample
+from benchmarks._sink import TelemetrySink
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How many rounds to run, and how much work each round does."""
+
+    name: str
+    rounds: int
+    jobs: int
+    calls: int
+    warmup: int
+
+
+# On a 2-core machine a full run took about 6 minutes and a quick one about 1.
+FULL = Mode("full", rounds=5, jobs=5000, calls=2000, warmup=200)
+QUICK = Mode("quick", rounds=2, jobs=1000, calls=500, warmup=100)
+
+
+class Host(Protocol):
+    """A job system under test; :mod:`benchmarks.celery_bench` is one."""
+
+    @property
+    def HOST(self) -> str: ...
+
+    @property
+    def SETUP_LABELS(self) -> Mapping[str, str]: ...
+
+    @property
+    def WORKER_LABELS(self) -> Mapping[str, str]: ...
+
+    def run_worker(
+        self, worker: str, setup: str, jobs: int, round_number: int,
+        sink: TelemetrySink, redis_url: str,
+    ) -> WorkerSample: ...  # fmt: skip
+
+    def run_producer(
+        self, setup: str, calls: int, warmup: int, round_number: int,
+        sink: TelemetrySink, redis_url: str,
+    ) -> ProducerSample: ...  # fmt: skip
+
+
+HOSTS: tuple[Host, ...] = (celery_bench,)
+SETUP_CHOICES = sorted({s for host in HOSTS for s in host.SETUP_LABELS} - {BASELINE})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return the process exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(arguments)
+    overrides = {name: getattr(args, name) for name in ("rounds", "jobs", "calls")}
+    mode = dataclasses.replace(
+        QUICK if args.quick else FULL,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    try:
+        _check_redis(redis_url)
+        text, document = _run(mode, args, redis_url, _command(arguments))
+    except (BenchmarkError, redis.RedisError, OperationalError) as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    print(text)
+    if not args.no_write:
+        args.output.write_text(document)
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def _run(
+    mode: Mode, args: argparse.Namespace, redis_url: str, command: str
+) -> tuple[str, str]:
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = _machine.load_average()
+    clock = time.monotonic()
+    with TelemetrySink() as sink:
+        workers = _run_workers(mode, args.setups, sink, redis_url)
+        producers = _run_producers(mode, args.setups, sink, redis_url)
+    labels = {host.HOST: {**host.SETUP_LABELS, **host.WORKER_LABELS} for host in HOSTS}
+    tables = [
+        _report.worker_table(workers, labels),
+        _report.producer_table(producers, labels),
+        _report.target_table(workers, producers, labels),
+    ]
+    run = _document.RunInfo(
+        command=command,
+        mode=_describe(mode),
+        started=started.strftime("%Y-%m-%d %H:%M UTC"),
+        minutes=(time.monotonic() - clock) / 60,
+        machine=_machine.machine(),
+        versions=_machine.versions(redis_url),
+        load_before=load_before,
+        load_after=_machine.load_average(),
+    )
+    text = "\n\n".join(_report.as_text(table) for table in tables)
+    notes = _document.kept_notes(args.output)
+    return text, _document.render(run, tables, notes)
+
+
+def _run_workers(
+    mode: Mode, setups: Sequence[str], sink: TelemetrySink, redis_url: str
+) -> list[WorkerSample]:
+    samples = []
+    for number in range(1, mode.rounds + 1):
+        for host in HOSTS:
+            for worker in host.WORKER_LABELS:
+                for setup in _rotated(_chosen(host, setups), number):
+                    sample = host.run_worker(
+                        worker, setup, mode.jobs, number, sink, redis_url
+                    )
+                    _progress(
+                        f"round {number}/{mode.rounds} {host.HOST} {worker} "
+                        f"{setup}: {sample.throughput:,.0f} jobs/s, "
+                        f"{sample.cpu_us_per_job:,.0f} µs CPU/job"
+                    )
+                    samples.append(sample)
+    return samples
+
+
+def _run_producers(
+    mode: Mode, setups: Sequence[str], sink: TelemetrySink, redis_url: str
+) -> list[ProducerSample]:
+    samples = []
+    for number in range(1, mode.rounds + 1):
+        for host in HOSTS:
+            for setup in _rotated(_chosen(host, setups), number):
+                sample = host.run_producer(
+                    setup, mode.calls, mode.warmup, number, sink, redis_url
+                )
+                _progress(
+                    f"round {number}/{mode.rounds} {host.HOST} producer {setup}: "
+                    f"{sample.wall_us_per_call:,.0f} µs/enqueue, "
+                    f"{sample.cpu_us_per_call:,.0f} µs CPU/enqueue"
+                )
+                samples.append(sample)
+    return samples
+
+
+def _chosen(host: Host, setups: Sequence[str]) -> list[str]:
+    # The uninstrumented setup always runs: every overhead is relative to it.
+    return [s for s in host.SETUP_LABELS if s == BASELINE or not setups or s in setups]
+
+
+def _rotated(items: list[str], number: int) -> list[str]:
+    # A different setup goes first in each round, so none always runs on a
+    # cold cache or right after the heaviest one.
+    shift = (number - 1) % len(items)
+    return items[shift:] + items[:shift]
+
+
+def _check_redis(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise BenchmarkError(
+            f"Redis at {redis_url} failed a PING ({error}); start Redis with "
+            "`redis-server --bind 127.0.0.1 --port 6379` or choose another "
+            "--redis-db"
+        ) from error
+    finally:
+        client.close()
+
+
+def _command(argv: Sequence[str]) -> str:
+    arguments = " ".join(argv)
+    if os.environ.get("NOX_CURRENT_SESSION") == "bench":
+        return f"nox -s bench -- {arguments}" if arguments else "nox -s bench"
+    return f"python -m benchmarks.run {arguments}".rstrip()
+
+
+def _describe(mode: Mode) -> str:
+    return (
+        f"{mode.name} mode: {mode.rounds} rounds; each worker drains "
+        f"{mode.jobs:,} no-op jobs per round, each producer times "
+        f"{mode.calls:,} enqueues after {mode.warmup:,} untimed ones"
+    )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _setup_list(text: str) -> list[str]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SETUP_CHOICES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown setup {', '.join(unknown)}; expected {', '.join(SETUP_CHOICES)}"
+        )
+    return chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Measure jobtrace's overhead per job against the alternatives.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run of about a minute"
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave BENCHMARKS.md"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "BENCHMARKS.md",
+        help="the Markdown file to rewrite (default: BENCHMARKS.md)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=_positive, help="rounds per setup")
+    parser.add_argument("--jobs", type=_positive, help="jobs per worker round")
+    parser.add_argument("--calls", type=_positive, help="timed enqueues per round")
+    parser.add_argument(
+        "--setups", type=_setup_list, default=[],
+        help="comma-separated setups to run beside the uninstrumented one "
+        f"({', '.join(SETUP_CHOICES)}; default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis-db", type=int, default=12,
+        help="the database number on 127.0.0.1:6379 to use (default: 12)",
+    )  # fmt: skip
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
