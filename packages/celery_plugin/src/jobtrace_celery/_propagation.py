@@ -29,9 +29,21 @@ _JOBTRACE_KEYS = (
 )
 
 
+_cached_keys: tuple[object, tuple[str, ...]] | None = None
+
+
 def carrier_keys() -> tuple[str, ...]:
     """Return the header names that the global propagator and jobtrace use."""
-    return (*propagate.get_global_textmap().fields, *_JOBTRACE_KEYS)
+    global _cached_keys
+    propagator = propagate.get_global_textmap()
+    cached = _cached_keys
+    if cached is not None and cached[0] is propagator:
+        return cached[1]
+    # A composite propagator rebuilds its field set on every access, so the
+    # names are kept until the global propagator changes.
+    keys = (*propagator.fields, *_JOBTRACE_KEYS)
+    _cached_keys = (propagator, keys)
+    return keys
 
 
 def build_carrier(request: Any) -> dict[str, Any]:
