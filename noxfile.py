@@ -45,6 +45,14 @@ def celery_versions(session: nox.Session, celery: str) -> None:
 
 
 @nox.session(python="3.11")
+@nox.parametrize("rq", ["1.16.2", "2.12.0", "3.0.0"])
+def rq_versions(session: nox.Session, rq: str) -> None:
+    """The RQ tests on the oldest supported RQ, the last 2.x and the newest."""
+    _install_project(session, f"rq=={rq}")
+    _run_tests(session, "tests/rq")
+
+
+@nox.session(python="3.11")
 def phoenix(session: nox.Session) -> None:
     """Send a real worker's traces to an Arize Phoenix server and query them."""
     _install_project(session, "arize-phoenix")

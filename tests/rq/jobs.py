@@ -68,8 +68,19 @@ def traced_callback(job: Any, connection: Any, *args: Any, **kwargs: Any) -> Non
 
 
 def span_then_sleep(seconds: float) -> str:
-    """End a span of the job's own code, then sleep."""
+    """End a span of the job's own code, then save the pid and sleep."""
     with jobtrace.tracer().start_as_current_span("inside"):
         pass
+    return save_pid_then_sleep(seconds)
+
+
+def save_pid_then_sleep(seconds: float) -> str:
+    """Save the work horse's pid in the job's meta, then sleep."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    job.meta["pid"] = os.getpid()
+    job.save_meta()
     time.sleep(seconds)
     return "slept"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,11 +24,12 @@ from jobtrace._receiver import OtlpReceiver
 from . import jobs
 from .conftest import RQ_MAJOR
 from .workers import (
+    ROOT,
     by_name,
     process_spans_for,
     rq_worker,
-    wait_for_child,
     wait_for_exit,
+    wait_for_saved_pid,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,7 +64,7 @@ def test_killed_horse_keeps_job_spans(
     job = queue.enqueue(jobs.span_then_sleep, 30)
     env = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
     with rq_worker(receiver, rq_url, queue.name, "--burst", env=env) as worker:
-        horse = wait_for_child(worker.pid)
+        horse = wait_for_saved_pid(job)
         time.sleep(0.5)
         os.kill(horse, signal.SIGKILL)
         assert wait_for_exit(worker) == 0
@@ -126,3 +129,38 @@ def test_spawn_horse_traced_on_rq2(
 
     receiver.wait_for_spans(1, timeout=10, name_prefix="process ")
     assert job.id is not None
+
+
+_EARLY_PROVIDER_SCRIPT = """
+import sys
+from opentelemetry import trace
+from redis import Redis
+from rq import Queue
+import jobtrace, jobtrace_rq
+from tests.rq.worker_classes import InProcessWorker
+
+jobtrace.tracer()
+jobtrace_rq.instrument()
+queue = Queue(sys.argv[2], connection=Redis.from_url(sys.argv[1]))
+worker = InProcessWorker([queue], connection=queue.connection)
+worker.work(burst=True, logging_level="WARNING")
+print(trace.get_tracer_provider().resource.attributes["jobtrace.component"])
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/rq.md, Limitations: the component comes from the worker's start",
+)
+def test_early_provider_marks_worker(rq_url: str, queue: Queue) -> None:
+    """A provider built before the worker starts still reports worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_TRACES_EXPORTER="none", PYTHONPATH=str(ROOT))
+    env.pop("JOBTRACE_COMPONENT", None)
+    command = [sys.executable, "-c", _EARLY_PROVIDER_SCRIPT, rq_url, queue.name]
+    finished = subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    assert finished.returncode == 0
+    assert finished.stdout.splitlines()[-1] == "worker"

@@ -33,8 +33,8 @@ from .workers import (
     process_spans_for,
     rq_worker,
     traced_producer,
-    wait_for_child,
     wait_for_exit,
+    wait_for_saved_pid,
 )
 
 pytestmark = pytest.mark.integration
@@ -142,15 +142,15 @@ def test_killed_horse_reported_by_worker(
     rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
 ) -> None:
     """A work horse killed with SIGKILL is reported as killed by its worker."""
-    job = queue.enqueue(jobs.sleep, 30)
+    job = queue.enqueue(jobs.save_pid_then_sleep, 30)
     with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
-        horse = wait_for_child(worker.pid)
+        horse = wait_for_saved_pid(job)
         time.sleep(0.5)
         os.kill(horse, signal.SIGKILL)
         assert wait_for_exit(worker) == 0
 
     (run,) = process_spans_for(receiver, {job.id})[job.id]
-    (send,) = by_name(receiver.spans(), "send tests.rq.jobs.sleep")
+    (send,) = by_name(receiver.spans(), "send tests.rq.jobs.save_pid_then_sleep")
     assert job.get_status() == JobStatus.FAILED
     assert run.attributes["jobtrace.job.outcome"] == "killed"
     assert run.attributes["jobtrace.job.reported_by_parent"] is True

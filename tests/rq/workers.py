@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from rq.job import Job
 
 import jobtrace
 from jobtrace import _provider
@@ -98,17 +99,15 @@ def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
     return process.wait(timeout=WAIT)
 
 
-def wait_for_child(parent: int) -> int:
-    """Return the pid of the first child of ``parent``, such as a work horse."""
+def wait_for_saved_pid(job: Job) -> int:
+    """Return the pid that ``jobs.save_pid_then_sleep`` saved in the job's meta."""
     deadline = time.monotonic() + WAIT
-    path = f"/proc/{parent}/task/{parent}/children"
     while time.monotonic() < deadline:
-        with open(path) as children:
-            found = children.read().split()
-        if found:
-            return int(found[0])
+        pid = job.get_meta(refresh=True).get("pid")
+        if isinstance(pid, int):
+            return pid
         time.sleep(0.05)
-    raise AssertionError(f"worker {parent} started no work horse")
+    raise AssertionError(f"job {job.id} saved no pid within {WAIT} s")
 
 
 @contextmanager

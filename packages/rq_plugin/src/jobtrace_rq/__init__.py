@@ -9,7 +9,7 @@ Note:
     The forking ``Worker`` runs each job in a work horse that ends with
     ``os._exit``, so the horse flushes its spans before it exits. That flush
     delays the next job by the export time, and by at most
-    ``JOBTRACE_FLUSH_TIMEOUT`` seconds when the collector does not answer.
+    ``JOBTRACE_FLUSH_TIMEOUT`` seconds when the collector does not respond.
     A horse that dies is reported by the worker with outcome ``killed``,
     ``timeout`` or ``interrupted``, but spans of the job's own code that the
     horse had not exported yet are lost.

@@ -158,7 +158,7 @@ def _wrapped_enqueue_many(wrapped: Any, instance: Any, args: Any, kwargs: Any) -
 
 def _wrapped_create_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     # enqueue_many creates its jobs inside RQ and pushes them with the
-    # private _enqueue_job, so creation is where this adapter sees them.
+    # private _enqueue_job, so their send spans open when RQ creates them.
     job = wrapped(*args, **kwargs)
     with _CREATE_JOB:
         handles = _batch.get()

@@ -3,7 +3,7 @@
 RQ jobs have no message headers, so the carrier that core writes at enqueue
 time is stored as a dict under :data:`META_KEY` in the job's ``meta``, which
 RQ saves and loads together with the job. Beside core's keys, the carrier
-holds two keys of this adapter: the attempt number of the next run and the
+contains two keys of this adapter: the attempt number of the next run and the
 scheduled start of a delayed job, both as strings.
 """
 

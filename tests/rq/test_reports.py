@@ -1,0 +1,93 @@
+"""The worker's report of a work horse that died, called without a fork.
+
+The integration tests kill a real horse for the ``killed`` case. The other
+outcomes need a stop-job command or a horse that outlives ``job_timeout``
+by a minute, so these tests call the wrapper of ``handle_job_failure`` as
+the monitoring worker would.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from typing import Any
+
+import pytest
+from rq import Queue
+from rq.job import Job
+
+from jobtrace_rq import _reports
+
+from . import jobs
+
+
+def report(job: Job, *, stopped: bool = False, is_horse: bool = False) -> None:
+    """Call the wrapped handle_job_failure as a monitoring worker would."""
+    worker = types.SimpleNamespace(
+        is_horse=is_horse, _stopped_job_id=job.id if stopped else None
+    )
+    _reports.wrapped_handle_job_failure(
+        lambda *args, **kwargs: None,
+        worker,
+        (job,),
+        {"exc_string": "Work-horse terminated unexpectedly; waitpid returned 9"},
+    )
+
+
+@pytest.fixture
+def job(instrumented: Any, queue: Queue) -> Job:
+    """A job that a worker is monitoring, which started two seconds ago."""
+    created = queue.enqueue(jobs.sleep, 30, job_timeout=60)
+    _reports._monitored.put(created.id, time.time() - 2)
+    return created
+
+
+def test_stopped_job_is_interrupted(instrumented: Any, job: Job) -> None:
+    """A horse ended by the stop-job command is reported as interrupted."""
+    report(job, stopped=True)
+
+    (run,) = [
+        s for s in instrumented.get_finished_spans() if s.name.startswith("process")
+    ]
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+
+
+def test_overdue_horse_is_timeout(instrumented: Any, job: Job) -> None:
+    """A horse that died after its job_timeout is reported as timeout."""
+    job.timeout = 1
+    report(job)
+
+    (run,) = [
+        s for s in instrumented.get_finished_spans() if s.name.startswith("process")
+    ]
+    assert run.attributes["jobtrace.job.outcome"] == "timeout"
+    assert run.status.description.startswith("WorkHorseLostError: Work-horse")
+
+
+def test_killed_horse_is_killed(instrumented: Any, job: Job) -> None:
+    """A horse that died within its job_timeout is reported as killed."""
+    report(job)
+
+    (run,) = [
+        s for s in instrumented.get_finished_spans() if s.name.startswith("process")
+    ]
+    assert run.attributes["jobtrace.job.outcome"] == "killed"
+    assert run.start_time < time.time_ns() - 1_900_000_000
+
+
+def test_horse_failure_not_reported(instrumented: Any, job: Job) -> None:
+    """handle_job_failure inside the horse reports nothing itself."""
+    report(job, is_horse=True)
+
+    names = [s.name for s in instrumented.get_finished_spans()]
+    assert names == ["send tests.rq.jobs.sleep"]
+
+
+def test_unmonitored_failure_not_reported(instrumented: Any, queue: Queue) -> None:
+    """A failure outside a monitored horse run, as in SimpleWorker, is not reported."""
+    unmonitored = queue.enqueue(jobs.fail)
+    report(unmonitored)
+
+    names = [s.name for s in instrumented.get_finished_spans()]
+    assert names == ["send tests.rq.jobs.fail"]
