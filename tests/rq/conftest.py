@@ -10,11 +10,12 @@ import pytest
 from redis import Redis
 from rq import Queue
 
+import jobtrace
 import jobtrace_rq
 
 from .worker_classes import InProcessWorker
 
-RQ_MAJOR = int(jobtrace_rq._rq_version().split(".")[0])
+RQ_MAJOR = int((jobtrace.host_version("rq") or "0").split(".")[0])
 
 #: Redis database of the RQ tests, apart from the other suites' databases.
 RQ_DB = 13

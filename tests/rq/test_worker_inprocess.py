@@ -309,7 +309,7 @@ def test_disabled_instruments_nothing(
 
 def test_unsupported_version_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """An RQ outside the supported range makes instrument() raise."""
-    monkeypatch.setattr(jobtrace_rq, "_rq_version", lambda: "1.15.1")
+    monkeypatch.setattr(jobtrace._hosts, "version", lambda name: "1.15.1")
 
     with pytest.raises(RuntimeError, match=r"rq >= 1\.16, found rq 1\.15\.1"):
         jobtrace_rq.instrument()

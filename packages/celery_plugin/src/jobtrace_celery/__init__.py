@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
-from packaging.requirements import Requirement
-from packaging.version import InvalidVersion
 
 import jobtrace
 
@@ -49,7 +46,7 @@ class CeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from jobtrace_celery import _hooks
 
         _hooks.connect()
-        log.info("jobtrace instrumented celery %s", _celery_version())
+        log.info("jobtrace instrumented celery %s", jobtrace.host_version("celery"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from jobtrace_celery import _hooks
@@ -66,12 +63,7 @@ def instrument() -> None:
     Raises:
         RuntimeError: the installed Celery is outside :data:`SUPPORTED_CELERY`.
     """
-    found = _celery_version()
-    if not _is_supported(found):
-        raise RuntimeError(
-            f"jobtrace-celery supports {SUPPORTED_CELERY}, found celery {found}; "
-            "install a supported Celery or uninstall jobtrace-celery"
-        )
+    jobtrace.require_host(SUPPORTED_CELERY, plugin="jobtrace-celery")
     if not jobtrace.enabled():
         log.info("jobtrace is disabled, Celery is not instrumented")
         return
@@ -85,17 +77,3 @@ def uninstrument() -> None:
     instrumentor = CeleryInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-
-
-def _celery_version() -> str:
-    try:
-        return version("celery")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
-def _is_supported(found: str) -> bool:
-    try:
-        return Requirement(SUPPORTED_CELERY).specifier.contains(found)
-    except InvalidVersion:
-        return False

@@ -14,6 +14,7 @@ import logging
 
 from jobtrace import signals
 from jobtrace._guard import Guard, error_counts, report_error
+from jobtrace._hosts import host_version, require_host
 from jobtrace._names import Outcome
 from jobtrace._provider import (
     component,
@@ -63,11 +64,13 @@ __all__ = [
     "end_send",
     "error_counts",
     "flush",
+    "host_version",
     "mark_worker",
     "propagation_mode",
     "record_error",
     "report_error",
     "report_run",
+    "require_host",
     "resource_attributes",
     "settings",
     "shutdown",

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
-from packaging.requirements import Requirement
-from packaging.version import InvalidVersion
 
 import jobtrace
 
@@ -53,7 +50,7 @@ class RQInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from jobtrace_rq import _hooks
 
         _hooks.install()
-        log.info("jobtrace instrumented rq %s", _rq_version())
+        log.info("jobtrace instrumented rq %s", jobtrace.host_version("rq"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from jobtrace_rq import _hooks
@@ -70,12 +67,7 @@ def instrument() -> None:
     Raises:
         RuntimeError: the installed RQ is outside :data:`SUPPORTED_RQ`.
     """
-    found = _rq_version()
-    if not _is_supported(found):
-        raise RuntimeError(
-            f"jobtrace-rq supports {SUPPORTED_RQ}, found rq {found}; "
-            "install a supported RQ or uninstall jobtrace-rq"
-        )
+    jobtrace.require_host(SUPPORTED_RQ, plugin="jobtrace-rq")
     if not jobtrace.enabled():
         log.info("jobtrace is disabled, RQ is not instrumented")
         return
@@ -89,17 +81,3 @@ def uninstrument() -> None:
     instrumentor = RQInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-
-
-def _rq_version() -> str:
-    try:
-        return version("rq")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
-def _is_supported(found: str) -> bool:
-    try:
-        return Requirement(SUPPORTED_RQ).specifier.contains(found)
-    except InvalidVersion:
-        return False
