@@ -8,18 +8,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from celery import Celery
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-import jobtrace
-from jobtrace import _provider
 from jobtrace._receiver import OtlpReceiver
+from tests import tracing
 
 HERE = Path(__file__).parent
 SERVICE_NAME = "jobtrace-it"
@@ -100,19 +96,8 @@ def producer(broker_url: str, queue: str, protocol: int = 2) -> Celery:
     return app
 
 
-@contextmanager
-def traced_producer(receiver: OtlpReceiver) -> Iterator[TracerProvider]:
+def traced_producer(
+    receiver: OtlpReceiver,
+) -> AbstractContextManager[TracerProvider]:
     """Export this process's spans to ``receiver`` as component ``web``."""
-    _provider._reset_for_tests()
-    resource = Resource.create(
-        {"service.name": SERVICE_NAME, **jobtrace.resource_attributes()}
-    )
-    provider = TracerProvider(resource=resource)
-    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    jobtrace.configure(tracer_provider=provider)
-    try:
-        yield provider
-    finally:
-        provider.shutdown()
-        _provider._reset_for_tests()
+    return tracing.traced_producer(receiver, SERVICE_NAME)

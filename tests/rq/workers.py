@@ -8,18 +8,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from rq.job import Job
 
-import jobtrace
-from jobtrace import _provider
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
+from tests import tracing
 
 ROOT = Path(__file__).parents[2]
 SERVICE_NAME = "jobtrace-rq-it"
@@ -110,22 +106,11 @@ def wait_for_saved_pid(job: Job) -> int:
     raise AssertionError(f"job {job.id} saved no pid within {WAIT} s")
 
 
-@contextmanager
-def traced_producer(receiver: OtlpReceiver) -> Iterator[TracerProvider]:
+def traced_producer(
+    receiver: OtlpReceiver,
+) -> AbstractContextManager[TracerProvider]:
     """Export this process's spans to ``receiver`` as component ``web``."""
-    _provider._reset_for_tests()
-    resource = Resource.create(
-        {"service.name": SERVICE_NAME, **jobtrace.resource_attributes()}
-    )
-    provider = TracerProvider(resource=resource)
-    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    jobtrace.configure(tracer_provider=provider)
-    try:
-        yield provider
-    finally:
-        provider.shutdown()
-        _provider._reset_for_tests()
+    return tracing.traced_producer(receiver, SERVICE_NAME)
 
 
 def process_spans_for(
