@@ -15,35 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
-from opentelemetry import propagate
 
+import jobtrace
 from jobtrace import Job
-from jobtrace import _names as names
 
 SYSTEM = "celery"
-
-_JOBTRACE_KEYS = (
-    names.SENT_AT_HEADER,
-    names.PROPAGATION_HEADER,
-    names.PREVIOUS_ATTEMPT_HEADER,
-)
-
-
-_cached_keys: tuple[object, tuple[str, ...]] | None = None
-
-
-def carrier_keys() -> tuple[str, ...]:
-    """Return the header names that the global propagator and jobtrace use."""
-    global _cached_keys
-    propagator = propagate.get_global_textmap()
-    cached = _cached_keys
-    if cached is not None and cached[0] is propagator:
-        return cached[1]
-    # A composite propagator rebuilds its field set on every access, so the
-    # names are kept until the global propagator changes.
-    keys = (*propagator.fields, *_JOBTRACE_KEYS)
-    _cached_keys = (propagator, keys)
-    return keys
 
 
 def build_carrier(request: Any) -> dict[str, Any]:
@@ -57,7 +33,7 @@ def build_carrier(request: Any) -> dict[str, Any]:
             layers.append(inner)
 
     carrier: dict[str, Any] = {}
-    for key in carrier_keys():
+    for key in jobtrace.header_names():
         for layer in layers:
             value = _lookup(layer, key)
             if value is not None:

@@ -111,6 +111,32 @@ _TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 _getter = _SafeGetter()
 
 
+_JOBTRACE_HEADERS = (
+    names.SENT_AT_HEADER,
+    names.PROPAGATION_HEADER,
+    names.PREVIOUS_ATTEMPT_HEADER,
+)
+_cached_header_names: tuple[object, tuple[str, ...]] | None = None
+
+
+def header_names() -> tuple[str, ...]:
+    """Return the header names that a send writes into a job's carrier.
+
+    These are the global propagator's fields and jobtrace's own keys. A
+    plugin whose host spreads headers over several places reads these.
+    """
+    global _cached_header_names
+    propagator = propagate.get_global_textmap()
+    cached = _cached_header_names
+    if cached is not None and cached[0] is propagator:
+        return cached[1]
+    # A composite propagator builds a new set of field names on every
+    # access, so the names are kept until the global propagator changes.
+    found = (*propagator.fields, *_JOBTRACE_HEADERS)
+    _cached_header_names = (propagator, found)
+    return found
+
+
 @contextlib.contextmanager
 def propagation_mode(mode: str) -> Iterator[None]:
     """Set the propagation mode of jobs enqueued inside the block.
