@@ -22,7 +22,7 @@ def test_require_host_outside_range() -> None:
 
 
 def test_require_host_missing() -> None:
-    """A host that is not installed raises and says so."""
+    """A host that is not installed raises a message naming it missing."""
     with pytest.raises(RuntimeError, match=r"found no-such-host \(not installed\)"):
         jobtrace.require_host("no-such-host >= 1", plugin="jobtrace-test")
 
