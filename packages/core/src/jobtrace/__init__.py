@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from jobtrace import signals
+from jobtrace._carrier import header_names, propagation_mode
 from jobtrace._guard import Guard, error_counts, report_error
 from jobtrace._hosts import host_version, require_host
 from jobtrace._names import Outcome
@@ -38,8 +39,6 @@ from jobtrace._spans import (
     current_job,
     end_run,
     end_send,
-    header_names,
-    propagation_mode,
     record_error,
     report_run,
 )

@@ -9,43 +9,24 @@ hooks, so no context manager can span them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextvars import ContextVar
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import (
-    TraceContextTextMapPropagator,
-)
 
+from jobtrace import _carrier, _provider, signals
 from jobtrace import _names as names
-from jobtrace import _provider, signals
 from jobtrace._guard import qualified_name, report_error
 from jobtrace._names import Outcome
 from jobtrace._settings import PROPAGATION_MODES
 
 log = logging.getLogger(__name__)
 
-#: Maximum length of a header value that the getter passes to a propagator.
-#: W3C baggage may be 8192 bytes.
-MAX_HEADER_LENGTH = 8192
-#: Maximum length of a traceparent or tracestate value. A W3C traceparent
-#: is 55 characters, and OpenTelemetry's propagator logs a warning for each
-#: one longer than 512 that it sees, so longer ones are dropped here.
-MAX_TRACE_HEADER_LENGTH = 512
-
 _RUN_KEY = context.create_key("jobtrace-run")
-_propagation_override: ContextVar[str | None] = ContextVar(
-    "jobtrace_propagation", default=None
-)
-_traceparent_format = TraceContextTextMapPropagator()
 
 
 @dataclasses.dataclass
@@ -87,75 +68,6 @@ class RunHandle:
         self.error: BaseException | None = None
 
 
-class _SafeGetter(Getter[Mapping[str, Any]]):
-    """Read carrier values, ignoring any that is not a short string."""
-
-    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
-        try:
-            value = carrier.get(key)
-        except Exception:
-            return None
-        if not isinstance(value, str):
-            return None
-        limit = MAX_TRACE_HEADER_LENGTH if key in _TRACE_KEYS else MAX_HEADER_LENGTH
-        return [value] if len(value) <= limit else None
-
-    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
-        try:
-            return [key for key in carrier if isinstance(key, str)]
-        except Exception:
-            return []
-
-
-_TRACE_KEYS = frozenset({"traceparent", "tracestate"})
-_getter = _SafeGetter()
-
-
-_JOBTRACE_HEADERS = (
-    names.SENT_AT_HEADER,
-    names.PROPAGATION_HEADER,
-    names.PREVIOUS_ATTEMPT_HEADER,
-)
-_cached_header_names: tuple[object, tuple[str, ...]] | None = None
-
-
-def header_names() -> tuple[str, ...]:
-    """Return the header names that a send writes into a job's carrier.
-
-    These are the global propagator's fields and jobtrace's own keys. A
-    plugin whose host spreads headers over several places reads these.
-    """
-    global _cached_header_names
-    propagator = propagate.get_global_textmap()
-    cached = _cached_header_names
-    if cached is not None and cached[0] is propagator:
-        return cached[1]
-    # A composite propagator builds a new set of field names on every
-    # access, so the names are kept until the global propagator changes.
-    found = (*propagator.fields, *_JOBTRACE_HEADERS)
-    _cached_header_names = (propagator, found)
-    return found
-
-
-@contextlib.contextmanager
-def propagation_mode(mode: str) -> Iterator[None]:
-    """Set the propagation mode of jobs enqueued inside the block.
-
-    ``mode`` is ``link`` or ``child``. It travels in the job's message, so it
-    overrides the worker's JOBTRACE_PROPAGATION for those jobs only.
-    """
-    if mode not in PROPAGATION_MODES:
-        raise ValueError(
-            f"Invalid propagation mode {mode!r}, expected one of "
-            f"{', '.join(PROPAGATION_MODES)}"
-        )
-    token = _propagation_override.set(mode)
-    try:
-        yield
-    finally:
-        _propagation_override.reset(token)
-
-
 def current_job() -> Job | None:
     """Return the job whose process span is current, or None."""
     run = context.get_value(_RUN_KEY)
@@ -175,7 +87,7 @@ def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
     )
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     carrier[names.SENT_AT_HEADER] = repr(time.time())
-    mode = job.propagation or _propagation_override.get()
+    mode = job.propagation or _carrier.override_mode()
     if mode in PROPAGATION_MODES:
         carrier[names.PROPAGATION_HEADER] = mode
 
@@ -183,12 +95,9 @@ def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
     # to this one.
     run = context.get_value(_RUN_KEY)
     if isinstance(run, RunHandle) and job.id is not None and run.job.id == job.id:
-        previous: dict[str, str] = {}
-        _traceparent_format.inject(
-            previous, context=trace.set_span_in_context(run.span)
-        )
-        if "traceparent" in previous:
-            carrier[names.PREVIOUS_ATTEMPT_HEADER] = previous["traceparent"]
+        previous = _carrier.traceparent_of(run.span)
+        if previous is not None:
+            carrier[names.PREVIOUS_ATTEMPT_HEADER] = previous
 
     _emit(signals.job_enqueued, job, span=span)
     return SendHandle(job, span)
@@ -216,10 +125,14 @@ def begin_run(
     which must then run in the same thread. ``start_time`` is a Unix
     timestamp, for runs that a parent process reports after the fact.
     """
-    headers = _snapshot(carrier)
-    extracted = propagate.extract(headers, getter=_getter)
+    headers = _carrier.snapshot(carrier)
+    extracted = _carrier.extract(headers)
     send_context = trace.get_current_span(extracted).get_span_context()
-    mode = job.propagation or _header_mode(headers) or _provider.settings().propagation
+    mode = (
+        job.propagation
+        or _carrier.header_mode(headers)
+        or _provider.settings().propagation
+    )
 
     links = []
     if mode == "child" and send_context.is_valid:
@@ -228,14 +141,14 @@ def begin_run(
         parent = trace.set_span_in_context(trace.INVALID_SPAN, extracted)
         if send_context.is_valid:
             links.append(Link(send_context, {names.LINK_TYPE: "send"}))
-    previous = _parse_traceparent(headers.get(names.PREVIOUS_ATTEMPT_HEADER))
+    previous = _carrier.parse_traceparent(headers.get(names.PREVIOUS_ATTEMPT_HEADER))
     if previous is not None:
         links.append(Link(previous, {names.LINK_TYPE: "previous_attempt"}))
 
     started = time.time() if start_time is None else start_time
     attributes = _base_attributes(job, "process")
     attributes[names.JOB_ATTEMPT] = job.attempt
-    queue_time = _queue_time(headers, job.eta, started)
+    queue_time = _carrier.queue_time(headers, job.eta, started)
     if queue_time is not None:
         attributes[names.JOB_QUEUE_TIME] = queue_time
 
@@ -330,17 +243,6 @@ def report_run(
     end_run(run, outcome, error)
 
 
-def _snapshot(carrier: object) -> dict[str, Any]:
-    # Message headers come from whoever wrote to the broker, so a carrier
-    # whose lookups raise is read as empty rather than failing the job.
-    if not isinstance(carrier, Mapping):
-        return {}
-    try:
-        return dict(carrier)
-    except Exception:
-        return {}
-
-
 def _base_attributes(job: Job, operation: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         names.MESSAGING_SYSTEM: job.system,
@@ -353,34 +255,6 @@ def _base_attributes(job: Job, operation: str) -> dict[str, Any]:
     if job.id:
         attributes[names.MESSAGE_ID] = job.id
     return attributes
-
-
-def _header_mode(headers: Mapping[str, Any]) -> str | None:
-    value = headers.get(names.PROPAGATION_HEADER)
-    return value if value in PROPAGATION_MODES else None
-
-
-def _queue_time(
-    headers: Mapping[str, Any], eta: float | None, started: float
-) -> float | None:
-    raw = headers.get(names.SENT_AT_HEADER)
-    try:
-        sent_at = float(raw) if isinstance(raw, str) and len(raw) < 32 else None
-    except ValueError:
-        sent_at = None
-    if sent_at is None or not math.isfinite(sent_at) or sent_at <= 0:
-        return None
-    ready_at = max(sent_at, eta) if eta is not None else sent_at
-    # Clocks of the producer and worker hosts may disagree by a little.
-    return max(0.0, started - ready_at)
-
-
-def _parse_traceparent(value: object) -> trace.SpanContext | None:
-    if not isinstance(value, str) or len(value) > MAX_TRACE_HEADER_LENGTH:
-        return None
-    extracted = _traceparent_format.extract({"traceparent": value})
-    span_context = trace.get_current_span(extracted).get_span_context()
-    return span_context if span_context.is_valid else None
 
 
 def _record_error(
