@@ -22,8 +22,8 @@ from jobtrace._settings import PROPAGATION_MODES
 #: W3C baggage may be 8192 bytes.
 MAX_HEADER_LENGTH = 8192
 #: Maximum length of a traceparent or tracestate value. A W3C traceparent
-#: is 55 characters, and OpenTelemetry's propagator logs a warning for each
-#: one longer than 512 that it sees, so longer ones are dropped here.
+#: is 55 characters, and OpenTelemetry's propagator logs a warning for every
+#: value longer than 512 that it parses, so longer ones are dropped here.
 MAX_TRACE_HEADER_LENGTH = 512
 
 _propagation_override: ContextVar[str | None] = ContextVar(
@@ -117,7 +117,7 @@ def snapshot(carrier: object) -> dict[str, Any]:
 
 
 def header_mode(headers: Mapping[str, Any]) -> str | None:
-    """Return the propagation mode a message asks for, or None."""
+    """Return the propagation mode set in a message's headers, or None."""
     value = headers.get(names.PROPAGATION_HEADER)
     return value if value in PROPAGATION_MODES else None
 
