@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import jobtrace
 from jobtrace import _guard, _provider
+from jobtrace._receiver import OtlpReceiver
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
@@ -32,6 +33,13 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     yield memory
     _provider._reset_for_tests()
     _guard.reset_error_counts()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on a free loopback port."""
+    with OtlpReceiver() as started:
+        yield started
 
 
 def _listening(host: str, port: int) -> bool:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,13 +21,6 @@ from jobtrace._receiver import OtlpReceiver
 
 from .test_worker_processes import WAIT, _wait_for_child, process_spans_for
 from .workers import celery_worker, producer
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A real OTLP/HTTP receiver on a free loopback port."""
-    with OtlpReceiver() as started:
-        yield started
 
 
 @pytest.mark.integration

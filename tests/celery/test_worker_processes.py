@@ -35,13 +35,6 @@ POOLS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A real OTLP/HTTP receiver on a free loopback port."""
-    with OtlpReceiver() as started:
-        yield started
-
-
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """Each test runs once per broker."""

@@ -38,13 +38,6 @@ def _bypass_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A started receiver on a free port."""
-    with OtlpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
 def make_tracer() -> Iterator[MakeTracer]:
     """A factory for tracers that export each span at its end over OTLP/HTTP."""
     providers: list[TracerProvider] = []

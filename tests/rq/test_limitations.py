@@ -12,11 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
-from redis import Redis
 from rq import Queue
 
 from jobtrace._receiver import OtlpReceiver
@@ -33,23 +30,6 @@ from .workers import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A real OTLP/HTTP receiver on a free loopback port."""
-    with OtlpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-def queue(rq_url: str) -> Iterator[Queue]:
-    """A queue with a fresh name on the RQ tests' database."""
-    connection = Redis.from_url(rq_url)
-    created = Queue(f"jobtrace-rq-lim-{uuid.uuid4().hex[:8]}", connection=connection)
-    yield created
-    created.delete(delete_jobs=True)
-    connection.close()
 
 
 @pytest.mark.xfail(

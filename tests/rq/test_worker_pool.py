@@ -43,13 +43,6 @@ pytestmark = [
 
 
 @pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A real OTLP/HTTP receiver on a free loopback port."""
-    with OtlpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
 def producer(receiver: OtlpReceiver) -> Iterator[None]:
     """Instrument this process as a producer that exports to the receiver."""
     with traced_producer(receiver):

@@ -12,12 +12,10 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 from rq import Queue
 from rq.job import JobStatus, Retry
 
@@ -38,23 +36,6 @@ from .workers import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """A real OTLP/HTTP receiver on a free loopback port."""
-    with OtlpReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-def queue(rq_url: str) -> Iterator[Queue]:
-    """A queue with a fresh name on the RQ tests' database."""
-    connection = Redis.from_url(rq_url)
-    created = Queue(f"jobtrace-rq-it-{uuid.uuid4().hex[:8]}", connection=connection)
-    yield created
-    created.delete(delete_jobs=True)
-    connection.close()
 
 
 @pytest.fixture

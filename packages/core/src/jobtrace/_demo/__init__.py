@@ -152,10 +152,17 @@ def _telemetry_env(endpoint: str, broker: str, component: str) -> dict[str, str]
     }
 
 
-def _start_worker(endpoint: str, broker: str) -> subprocess.Popen[bytes]:
+def _worker_env(endpoint: str, broker: str) -> dict[str, str]:
+    # A traces-only endpoint in the caller's environment would take
+    # precedence over the demo's receiver.
     env = dict(os.environ)
     env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
     env.update(_telemetry_env(endpoint, broker, "worker"))
+    return env
+
+
+def _start_worker(endpoint: str, broker: str) -> subprocess.Popen[bytes]:
+    env = _worker_env(endpoint, broker)
     command = [
         sys.executable,
         "-m",
@@ -178,9 +185,7 @@ def _start_worker(endpoint: str, broker: str) -> subprocess.Popen[bytes]:
 def _start_rq_worker(
     endpoint: str, broker: str, queue_name: str
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    env.update(_telemetry_env(endpoint, broker, "worker"))
+    env = _worker_env(endpoint, broker)
     command = [
         sys.executable,
         "-m",
