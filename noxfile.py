@@ -39,7 +39,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 @nox.parametrize("celery", ["5.3.6", "5.7.0"])
 def celery_versions(session: nox.Session, celery: str) -> None:
-    """The Celery tests on the oldest and newest supported Celery."""
+    """Run the Celery tests on the oldest and newest supported Celery."""
     _install_project(session, f"celery[redis]=={celery}")
     _run_tests(session, "tests/celery")
 
@@ -47,7 +47,7 @@ def celery_versions(session: nox.Session, celery: str) -> None:
 @nox.session(python="3.11")
 @nox.parametrize("rq", ["1.16.2", "2.12.0", "3.0.0"])
 def rq_versions(session: nox.Session, rq: str) -> None:
-    """The RQ tests on the oldest supported RQ, the last 2.x and the newest."""
+    """Run the RQ tests on the oldest supported RQ, the last 2.x and the newest."""
     _install_project(session, f"rq=={rq}")
     _run_tests(session, "tests/rq")
 

@@ -45,7 +45,7 @@ def build_carrier(request: Any) -> dict[str, Any]:
 def attempt_number(retries: Any) -> int:
     """Turn Celery's ``retries`` header into a 1-based attempt number.
 
-    The header comes from whoever wrote the message, so anything that is not
+    The header comes from any client that wrote the message, so anything that is not
     a non-negative integer counts as the first attempt.
     """
     try:

@@ -30,7 +30,7 @@ PREVIOUS_ATTEMPT_HEADER = "jobtrace_previous_attempt"
 
 
 class Outcome(str, enum.Enum):
-    """How one run of a job ended, as written to ``jobtrace.job.outcome``."""
+    """The outcome of one run of a job, as written to ``jobtrace.job.outcome``."""
 
     SUCCESS = "success"
     FAILURE = "failure"

@@ -18,7 +18,7 @@ from jobtrace import Job
 
 SYSTEM = "rq"
 
-#: The ``job.meta`` key that holds the carrier.
+#: The ``job.meta`` key that contains the carrier.
 META_KEY = "jobtrace"
 ATTEMPT_FIELD = "jobtrace_rq_attempt"
 ETA_FIELD = "jobtrace_rq_eta"
