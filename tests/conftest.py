@@ -62,9 +62,14 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of the local Redis server, database 15."""
+    """URL of the local Redis server, database JOBTRACE_TEST_REDIS_DB (15).
+
+    Test runs that share one Redis server at the same time need different
+    databases, so that their queues and job records stay apart.
+    """
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+    database = os.environ.get("JOBTRACE_TEST_REDIS_DB", "15")
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{database}"
 
 
 @pytest.fixture(scope="session")
