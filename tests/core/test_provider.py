@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import jobtrace
 from jobtrace import _guard, _provider
+from jobtrace._handoff import HandoffProcessor
 from jobtrace._version import __version__
 
 #: Local endpoints, so no exporter built here could reach another address.
@@ -574,8 +575,9 @@ def test_span_processor_given_exporter() -> None:
 
     processor = jobtrace.span_processor(exporter)
 
-    assert isinstance(processor, BatchSpanProcessor)
-    assert processor.span_exporter is exporter
+    assert isinstance(processor, HandoffProcessor)
+    assert isinstance(processor.processor, BatchSpanProcessor)
+    assert processor.processor.span_exporter is exporter
     processor.shutdown()
 
 
@@ -585,8 +587,9 @@ def test_span_processor_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     processor = jobtrace.span_processor()
 
-    assert isinstance(processor, BatchSpanProcessor)
-    assert isinstance(processor.span_exporter, ConsoleSpanExporter)
+    assert isinstance(processor, HandoffProcessor)
+    assert isinstance(processor.processor, BatchSpanProcessor)
+    assert isinstance(processor.processor.span_exporter, ConsoleSpanExporter)
     processor.shutdown()
 
 
@@ -605,8 +608,9 @@ def test_span_processor_none_with_exporter(monkeypatch: pytest.MonkeyPatch) -> N
 
     processor = jobtrace.span_processor(exporter)
 
-    assert isinstance(processor, BatchSpanProcessor)
-    assert processor.span_exporter is exporter
+    assert isinstance(processor, HandoffProcessor)
+    assert isinstance(processor.processor, BatchSpanProcessor)
+    assert processor.processor.span_exporter is exporter
     processor.shutdown()
 
 

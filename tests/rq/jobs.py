@@ -74,6 +74,12 @@ def span_then_sleep(seconds: float) -> str:
     return save_pid_then_sleep(seconds)
 
 
+def sleep_inside_span(seconds: float) -> str:
+    """Save the pid and sleep inside a span of the job's own code."""
+    with jobtrace.tracer().start_as_current_span("sleeping"):
+        return save_pid_then_sleep(seconds)
+
+
 def save_pid_then_sleep(seconds: float) -> str:
     """Save the work horse's pid in the job's meta, then sleep."""
     from rq import get_current_job

@@ -142,6 +142,49 @@ def test_killed_horse_reported_by_worker(
     assert link_pairs(run) == [(send.trace_id, send.span_id)]
 
 
+def test_killed_horse_keeps_job_spans(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """Spans a job ended before its horse was killed arrive under its run."""
+    job = queue.enqueue(jobs.span_then_sleep, 30)
+    # A long batch delay shows that the horse's spans did not wait in the
+    # horse's own batch queue.
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "30000"}
+    with rq_worker(receiver, rq_url, queue.name, "--burst", env=env) as worker:
+        horse = wait_for_saved_pid(job)
+        time.sleep(0.5)
+        os.kill(horse, signal.SIGKILL)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (inside,) = by_name(receiver.spans(), "inside")
+    assert run.attributes["jobtrace.job.outcome"] == "killed"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert inside.parent_span_id == run.span_id
+    assert inside.trace_id == run.trace_id
+    assert inside.start_ns >= run.start_ns
+
+
+def test_horse_spans_open_at_kill_ended(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A span still open when the horse dies is ended by the worker."""
+    job = queue.enqueue(jobs.sleep_inside_span, 30)
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        horse = wait_for_saved_pid(job)
+        time.sleep(0.5)
+        os.kill(horse, signal.SIGKILL)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (open_span,) = by_name(receiver.spans(), "sleeping")
+    assert open_span.parent_span_id == run.span_id
+    assert open_span.status_code == "ERROR"
+    assert open_span.attributes["jobtrace.span.ended_by_parent"] is True
+    assert open_span.duration_s >= 0.4
+    assert run.attributes["jobtrace.job.outcome"] == "killed"
+
+
 def test_dependent_links_to_creation(
     rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
 ) -> None:

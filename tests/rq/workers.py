@@ -114,7 +114,7 @@ def traced_producer(
 
 
 def process_spans_for(
-    receiver: OtlpReceiver, ids: set[str], count: int = 1
+    receiver: OtlpReceiver, ids: set[str], count: int = 1, timeout: float = WAIT
 ) -> dict[str, list[ReceivedSpan]]:
     """Wait for ``count`` process spans of every job id; group them by id."""
 
@@ -130,7 +130,7 @@ def process_spans_for(
         found = grouped(spans)
         return all(len(found.get(job_id, [])) >= count for job_id in ids)
 
-    return grouped(receiver.wait_for(arrived, timeout=WAIT))
+    return grouped(receiver.wait_for(arrived, timeout=timeout))
 
 
 def by_name(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:

@@ -15,6 +15,7 @@ import logging
 from jobtrace import signals
 from jobtrace._carrier import header_names, propagation_mode
 from jobtrace._guard import Guard, error_counts, report_error
+from jobtrace._handoff import SpanPipe, open_span_pipe
 from jobtrace._hosts import host_version, require_host
 from jobtrace._names import Outcome
 from jobtrace._provider import (
@@ -37,6 +38,7 @@ from jobtrace._spans import (
     begin_run,
     begin_send,
     current_job,
+    end_abandoned,
     end_run,
     end_send,
     record_error,
@@ -53,6 +55,7 @@ __all__ = [
     "Outcome",
     "RunHandle",
     "SendHandle",
+    "SpanPipe",
     "__version__",
     "begin_run",
     "begin_send",
@@ -60,6 +63,7 @@ __all__ = [
     "configure",
     "current_job",
     "enabled",
+    "end_abandoned",
     "end_run",
     "end_send",
     "error_counts",
@@ -67,6 +71,7 @@ __all__ = [
     "header_names",
     "host_version",
     "mark_worker",
+    "open_span_pipe",
     "propagation_mode",
     "record_error",
     "report_error",

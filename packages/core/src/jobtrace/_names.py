@@ -21,6 +21,9 @@ LINK_TYPE = "jobtrace.link.type"
 #: Set on the span of a job that a worker's parent process reported, because
 #: the process that ran the job died before it could.
 REPORTED_BY_PARENT = "jobtrace.job.reported_by_parent"
+#: Set on a span that a child process started and its parent ended, because
+#: the child exited first.
+ENDED_BY_PARENT = "jobtrace.span.ended_by_parent"
 
 #: Keys that jobtrace adds to a job's message headers, beside W3C trace
 #: context. Values are strings.

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from jobtrace import _handoff
 from jobtrace._settings import Settings
 from jobtrace._version import __version__
 
@@ -143,11 +144,15 @@ def span_processor(exporter: SpanExporter | None = None) -> SpanProcessor:
 
     Add it to your own provider when you build one yourself. Without an
     exporter, the OTLP exporter is chosen from the ``OTEL_*`` variables.
+    It wraps a batch processor, and in an RQ work horse it hands spans to
+    the parent worker instead of exporting them.
     """
     chosen = exporter or _exporter_from_env()
     if chosen is None:
         raise ValueError("OTEL_TRACES_EXPORTER=none, so pass an exporter")
-    return BatchSpanProcessor(chosen)
+    processor = _handoff.HandoffProcessor(BatchSpanProcessor(chosen))
+    _handoff.activate(processor)
+    return processor
 
 
 def configure(
@@ -217,7 +222,11 @@ def _build() -> None:
         exporter = _exporter_from_env()
         if exporter is not None:
             _exporter = _TrackedExporter(exporter)
-            _provider.add_span_processor(BatchSpanProcessor(_exporter))
+            processor = _handoff.HandoffProcessor(
+                BatchSpanProcessor(_exporter), resource
+            )
+            _provider.add_span_processor(processor)
+            _handoff.activate(processor)
         trace.set_tracer_provider(_provider)
         log.info("jobtrace built a tracer provider, component=%s", component())
     _tracer = _provider.get_tracer("jobtrace", __version__)
@@ -270,10 +279,17 @@ def flush(timeout: float | None = None) -> bool:
     :data:`DEGRADED_FLUSH_TIMEOUT` while the last export failed. The SDK's
     own ``force_flush`` ignores its timeout, so it runs in a helper thread
     that is abandoned when the limit passes.
+
+    In a forked child whose spans all went to the parent through a
+    :class:`jobtrace.SpanPipe`, nothing is left to export, so it returns at
+    once. In a parent, it first queues what its children have handed over.
     """
     provider = _provider
     if provider is None:
         return True
+    if _owns_provider and _handoff.sends_to_parent():
+        return True
+    _handoff.drain(_default_limit() if timeout is None else timeout)
     return _run_bounded(provider.force_flush, timeout, "flush")
 
 
@@ -288,6 +304,7 @@ def shutdown(timeout: float | None = None) -> bool:
         return True
     if not _owns_provider:
         return flush(timeout)
+    _handoff.drain(_default_limit() if timeout is None else timeout)
     return _run_bounded(provider.shutdown, timeout, "shutdown")
 
 
@@ -328,6 +345,7 @@ def _reset_for_tests() -> None:
     """Forget the provider, tracer and settings; tests only."""
     global _settings, _component, _provider, _owns_provider, _tracer, _exporter
     with _lock:
+        _handoff.activate(None)
         _exporter = None
         _settings = None
         _component = None

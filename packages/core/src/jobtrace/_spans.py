@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -231,16 +231,48 @@ def report_run(
     error: BaseException | None = None,
     *,
     start_time: float | None = None,
+    unfinished: Sequence[trace.Span] = (),
 ) -> None:
     """Emit a finished process span for a run whose own process died.
 
     A worker's parent process calls this when the child that ran the job was
     killed, so the job's span reaches the backend although its own span
-    never ended.
+    never ended. ``unfinished`` are the spans the child left open, from
+    :meth:`jobtrace.SpanPipe.collect`. If the job's process span is among
+    them, it is the one ended here, so the spans below it keep their
+    parent. The others are ended as by :func:`end_abandoned`.
     """
-    run = begin_run(job, carrier, start_time=start_time, attach=False)
+    own = next((span for span in unfinished if _runs_job(span, job)), None)
+    end_abandoned([span for span in unfinished if span is not own])
+    if own is None:
+        run = begin_run(job, carrier, start_time=start_time, attach=False)
+    else:
+        run = RunHandle(job, own)
     run.span.set_attribute(names.REPORTED_BY_PARENT, True)
     end_run(run, outcome, error)
+
+
+def end_abandoned(spans: Sequence[trace.Span]) -> None:
+    """End spans that a child process started but exited without ending.
+
+    Each gets status ERROR and ``jobtrace.span.ended_by_parent``, and ends
+    now, because the time the child died is not known.
+    """
+    for span in spans:
+        span.set_attribute(names.ENDED_BY_PARENT, True)
+        span.set_status(
+            Status(StatusCode.ERROR, "the process exited before the span ended")
+        )
+        span.end()
+
+
+def _runs_job(span: trace.Span, job: Job) -> bool:
+    attributes = getattr(span, "attributes", None) or {}
+    return (
+        getattr(span, "kind", None) is SpanKind.CONSUMER
+        and job.id is not None
+        and attributes.get(names.MESSAGE_ID) == job.id
+    )
 
 
 def _base_attributes(job: Job, operation: str) -> dict[str, Any]:

@@ -51,6 +51,9 @@ _batch: ContextVar[list[jobtrace.SendHandle] | None] = ContextVar(
     "jobtrace_rq_batch", default=None
 )
 
+# The pipe opened for the work horse that fork_work_horse is forking now.
+_fork_pipe: jobtrace.SpanPipe | None = None
+
 #: Installed wrappers, as (owner class, method name), for :func:`remove`.
 _installed: list[tuple[type, str]] = []
 
@@ -204,9 +207,10 @@ def _finish(worker: Any, job: Any, finished: Any, error: BaseException | None) -
         outcome = _reports.run_outcome(job, finished, error or run.error, retried)
         jobtrace.end_run(run, outcome, error)
 
-    # The work horse ends with os._exit, which skips every atexit hook, so
-    # its spans leave now or never. The flush waits JOBTRACE_FLUSH_TIMEOUT
-    # at most.
+    # The work horse ends with os._exit, which skips every atexit hook. A
+    # horse forked with a span pipe has handed its spans to the worker
+    # already, and flush() returns at once. Other horses export now, within
+    # JOBTRACE_FLUSH_TIMEOUT.
     if getattr(worker, "is_horse", False):
         jobtrace.flush()
 
@@ -230,6 +234,61 @@ def _wrapped_work(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     with _WORK:
         jobtrace.mark_worker()
         jobtrace.tracer()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        # The worker keeps its horses' spans in its batch queue. A worker
+        # that `rq worker-pool` forks ends with os._exit once work()
+        # returns, without running atexit hooks.
+        with _WORK:
+            jobtrace.flush()
+
+
+def _wrapped_fork_work_horse(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    # The horse writes its spans into a pipe that the worker reads, so the
+    # worker exports them in batches and the job never waits for an export.
+    global _fork_pipe
+    with _FORK:
+        _fork_pipe = jobtrace.open_span_pipe()
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        with _FORK:
+            _close_fork_pipe(failed=True)
+        raise
+    # Only the worker gets here: the horse ends inside wrapped() with
+    # os._exit.
+    with _FORK:
+        _close_fork_pipe(failed=False)
+    return result
+
+
+def _close_fork_pipe(*, failed: bool) -> None:
+    global _fork_pipe
+    pipe, _fork_pipe = _fork_pipe, None
+    if pipe is None:
+        return
+    if failed:
+        pipe.close()
+    else:
+        pipe.use_in_parent()
+        _reports.watch_horse(pipe)
+
+
+def _wrapped_main_work_horse(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    with _WORK:
+        pipe = _fork_pipe
+        if pipe is not None:
+            pipe.use_in_child()
+        else:
+            # A SpawnWorker's work horse is a new interpreter that never
+            # called work().
+            jobtrace.mark_worker()
+            jobtrace.tracer()
     return wrapped(*args, **kwargs)
 
 
@@ -245,11 +304,11 @@ _BEGIN_RUN = Guard("rq.perform_job.begin")
 _END_RUN = Guard("rq.perform_job.end")
 _HANDLE_EXCEPTION = Guard("rq.handle_exception")
 _WORK = Guard("rq.work")
+_FORK = Guard("rq.fork_work_horse")
 
 _WORKER_WRAPPERS = (
     ("work", _wrapped_work),
-    # A SpawnWorker's work horse is a new interpreter that never calls work().
-    ("main_work_horse", _wrapped_work),
+    ("main_work_horse", _wrapped_main_work_horse),
     ("perform_job", _wrapped_perform_job),
     ("handle_exception", _wrapped_handle_exception),
     ("monitor_work_horse", _reports.wrapped_monitor_work_horse),
@@ -277,6 +336,12 @@ def _targets() -> list[tuple[type, str, Any]]:
     classes = [getattr(worker, name) for name in names if hasattr(worker, name)]
     for method, wrapper in _WORKER_WRAPPERS:
         targets.extend((owner, method, wrapper) for owner in _owners(classes, method))
+    # Only the forking Worker's fork_work_horse calls os.fork(); SpawnWorker
+    # overrides it to start a new interpreter, which cannot share the pipe.
+    targets.extend(
+        (owner, "fork_work_horse", _wrapped_fork_work_horse)
+        for owner in _owners([worker.Worker], "fork_work_horse")
+    )
     return targets
 
 

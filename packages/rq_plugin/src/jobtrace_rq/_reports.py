@@ -18,6 +18,8 @@ from jobtrace_rq._propagation import job_from_rq, read_carrier
 
 # Start time of the horse run of each job that this process is monitoring.
 _monitored: jobtrace.BoundedRegistry[str, float] = jobtrace.BoundedRegistry()
+# The pipe that carries the spans of the horse this worker forked last.
+_horse_pipe: jobtrace.SpanPipe | None = None
 
 
 class WorkHorseLostError(Exception):
@@ -60,6 +62,20 @@ def run_outcome(
     return Outcome.SUCCESS
 
 
+def watch_horse(pipe: jobtrace.SpanPipe) -> None:
+    """Keep the span pipe of the horse that was just forked."""
+    global _horse_pipe
+    _horse_pipe = pipe
+
+
+def _collect_horse_spans() -> list[Any]:
+    global _horse_pipe
+    pipe, _horse_pipe = _horse_pipe, None
+    if pipe is None:
+        return []
+    return pipe.collect()
+
+
 def wrapped_monitor_work_horse(
     wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> Any:
@@ -71,6 +87,10 @@ def wrapped_monitor_work_horse(
     finally:
         with _MONITOR:
             _monitored.pop(job.id)
+            # The horse has exited. Spans it left open belong to no job
+            # that the worker reported, for example when the job's code
+            # called os._exit itself.
+            jobtrace.end_abandoned(_collect_horse_spans())
 
 
 def wrapped_handle_job_failure(
@@ -98,6 +118,7 @@ def _report_lost_run(worker: Any, args: Any, kwargs: Any) -> None:
         outcome,
         WorkHorseLostError(str(message).strip()),
         start_time=started,
+        unfinished=_collect_horse_spans(),
     )
 
 
@@ -115,8 +136,10 @@ def _lost_outcome(worker: Any, job: Any, started: float) -> Outcome:
 
 
 def clear() -> None:
-    """Forget the monitored runs."""
+    """Forget the monitored runs and the horse's pipe."""
+    global _horse_pipe
     _monitored.clear()
+    _horse_pipe = None
 
 
 _MONITOR = Guard("rq.Worker.monitor_work_horse")

@@ -1,0 +1,606 @@
+"""Hand the spans of a forked child process to its parent.
+
+RQ's forking worker runs each job in a work horse that ends with
+``os._exit``. A horse that exported its own spans would make every job wait
+for an OTLP request. Instead, the parent opens a pipe right before the
+fork, the child writes each span into it as the span ends, and a thread in
+the parent queues the spans on the parent's batch processor. One export
+then carries the spans of many jobs, and a child that is killed has already
+handed over every span it ended.
+
+Spans cross the pipe as :mod:`marshal` data, which contains plain values
+only and never code. Only a fork of this process can write to the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import os
+import selectors
+import struct
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    Span,
+    SpanProcessor,
+    TracerProvider,
+)
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+try:
+    import fcntl
+except ImportError:  # Windows, which has no fork() either
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: A frame is a kind byte, the payload's length as 4 bytes, then the
+#: payload: a span as it started (``S``) or as it ended (``E``).
+_HEADER = struct.Struct("!cI")
+_STARTED = b"S"
+_ENDED = b"E"
+#: Frames longer than this are treated as a corrupt stream.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Pipes open at once. A grandchild that keeps a write end open must not
+#: make the parent keep descriptors without limit.
+MAX_OPEN_PIPES = 64
+#: Linux grows a pipe's buffer up to /proc/sys/fs/pipe-max-size (1 MiB by
+#: default), so a child rarely waits for the parent's reader.
+_PIPE_BYTES = 1024 * 1024
+
+_lock = threading.Lock()
+_active: HandoffProcessor | None = None
+_collector: _Collector | None = None
+
+
+class HandoffProcessor(SpanProcessor):
+    """A span processor that sends spans to the parent process from a child.
+
+    Outside a child that uses a :class:`SpanPipe`, and whenever the pipe
+    fails, spans go to the wrapped processor as usual.
+    """
+
+    def __init__(
+        self, processor: SpanProcessor, resource: Resource | None = None
+    ) -> None:
+        self.processor = processor
+        self._resource = resource
+        self._writer: _Writer | None = None
+        self._passed_on = 0
+        self._reopener: _Reopener | None = None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        # The parent needs the started span to end it itself if this child
+        # dies first.
+        writer = self._writer
+        if writer is not None:
+            writer.send(_STARTED, span)
+        self.processor.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        writer = self._writer
+        if writer is not None:
+            if writer.send(_ENDED, span):
+                return
+            self._passed_on += 1
+        self.processor.on_end(span)
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.processor.force_flush(timeout_millis)
+
+    @property
+    def resource(self) -> Resource:
+        """The resource of the provider this processor belongs to."""
+        if self._resource is None:
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, TracerProvider):
+                self._resource = provider.resource
+            else:
+                return Resource.get_empty()
+        return self._resource
+
+    def reopener(self) -> _Reopener:
+        """Return the helper that re-creates children's started spans."""
+        with _lock:
+            if self._reopener is None:
+                self._reopener = _Reopener(self)
+            return self._reopener
+
+    def sends_to_parent(self) -> bool:
+        """Return True while every span ended here went to the parent."""
+        writer = self._writer
+        return writer is not None and writer.usable() and self._passed_on == 0
+
+
+class SpanPipe:
+    """A pipe that carries one forked child's spans to its parent.
+
+    Open it in the parent right before ``os.fork()``. After the fork, call
+    :meth:`use_in_parent` in the parent and :meth:`use_in_child` in the
+    child.
+    """
+
+    def __init__(self, processor: HandoffProcessor) -> None:
+        self._processor = processor
+        self._collector: _Collector | None = None
+        self._stream: _Stream | None = None
+        self._read_fd, self._write_fd = os.pipe()
+        _grow_pipe(self._write_fd)
+
+    def use_in_child(self) -> None:
+        """Send the spans this process ends from now on to the parent."""
+        os.close(self._read_fd)
+        self._processor._writer = _Writer(self._write_fd)
+        self._processor._passed_on = 0
+
+    def use_in_parent(self) -> None:
+        """Close the child's end and read the child's spans on a thread."""
+        os.close(self._write_fd)
+        self._collector = _running_collector()
+        self._stream = self._collector.add(self._read_fd, self._processor)
+
+    def collect(self, timeout: float = 1.0) -> list[trace.Span]:
+        """Read the rest of the child's spans and close the pipe.
+
+        Call it once the child has exited. Returns the spans that the child
+        started but never ended, re-created in this process with the
+        child's span ids and still open, so that the caller ends them and
+        the spans below them keep their parent. A second call returns an
+        empty list.
+        """
+        collector, stream = self._collector, self._stream
+        if collector is None or stream is None:
+            return []
+        self._collector = self._stream = None
+        started = collector.collect(stream, timeout)
+        return [self._reopen(values) for values in started]
+
+    def _reopen(self, values: tuple[Any, ...]) -> trace.Span:
+        started = decode(values, self._processor.resource)
+        return self._processor.reopener().start(started)
+
+    def close(self) -> None:
+        """Close both ends, for a fork that failed."""
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def activate(processor: HandoffProcessor | None) -> None:
+    """Make ``processor`` the one that :func:`open_span_pipe` uses."""
+    global _active
+    with _lock:
+        _active = processor
+
+
+def open_span_pipe() -> SpanPipe | None:
+    """Open a pipe for the next fork, or return None when spans cannot use one.
+
+    Spans can only cross when this process exports through the processor
+    from :func:`jobtrace.span_processor`, which jobtrace adds to a provider
+    it builds itself.
+    """
+    processor = _active
+    if processor is None:
+        return None
+    try:
+        return SpanPipe(processor)
+    except OSError as error:
+        log.warning("Could not open a pipe for a child's spans: %s", error)
+        return None
+
+
+def sends_to_parent() -> bool:
+    """Return True in a child whose spans all went to its parent."""
+    processor = _active
+    return processor is not None and processor.sends_to_parent()
+
+
+def drain(timeout: float) -> None:
+    """Queue the spans that children have written so far, waiting ``timeout`` s."""
+    collector = _collector
+    if collector is not None and collector.pid == os.getpid():
+        collector.drain(timeout)
+
+
+class _FixedIds(IdGenerator):
+    """Returns the ids that the current thread set, to re-create a span."""
+
+    def __init__(self) -> None:
+        self.ids = threading.local()
+
+    def generate_span_id(self) -> int:
+        return int(self.ids.span_id)
+
+    def generate_trace_id(self) -> int:
+        return int(self.ids.trace_id)
+
+
+class _Reopener:
+    """Re-creates a child's started span in the parent, with the same ids.
+
+    The SDK creates spans only through a tracer, so this uses a provider of
+    its own whose id generator returns the child's ids, and which sends the
+    spans to the same processor as the parent's provider.
+    """
+
+    def __init__(self, processor: HandoffProcessor) -> None:
+        self._ids = _FixedIds()
+        self._provider = TracerProvider(
+            sampler=ALWAYS_ON,
+            resource=processor.resource,
+            id_generator=self._ids,
+            shutdown_on_exit=False,
+        )
+        self._provider.add_span_processor(processor)
+
+    def start(self, started: ReadableSpan) -> trace.Span:
+        assert started.context is not None
+        scope = started.instrumentation_scope
+        tracer = self._provider.get_tracer(
+            scope.name if scope else "jobtrace",
+            scope.version if scope else None,
+            schema_url=scope.schema_url if scope else None,
+        )
+        parent = None
+        if started.parent is not None:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(started.parent))
+        self._ids.ids.trace_id = started.context.trace_id
+        self._ids.ids.span_id = started.context.span_id
+        return tracer.start_span(
+            started.name,
+            context=parent,
+            kind=started.kind,
+            attributes=started.attributes,
+            links=started.links,
+            start_time=started.start_time,
+        )
+
+
+class _Writer:
+    """The child's end of a :class:`SpanPipe`."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def usable(self) -> bool:
+        # A process forked by the child inherits the writer, but its frames
+        # could interleave with the child's, so it exports on its own.
+        return not self._broken and os.getpid() == self._pid
+
+    def send(self, kind: bytes, span: ReadableSpan) -> bool:
+        if not self.usable():
+            return False
+        try:
+            payload = marshal.dumps(encode(span))
+        except ValueError as error:
+            log.warning("Span %r cannot cross to the parent: %s", span.name, error)
+            return False
+        frame = _HEADER.pack(kind, len(payload)) + payload
+        with self._lock:
+            try:
+                _write_all(self._fd, frame)
+            except OSError as error:
+                self._broken = True
+                log.warning(
+                    "Could not hand spans to the parent process, exporting "
+                    "them from this process instead: %s",
+                    error,
+                )
+                return False
+        return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _grow_pipe(fd: int) -> None:
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is None:
+        return
+    # The system's limit may be lower. The default buffer works too, but
+    # the child waits for the reader more often.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setting, _PIPE_BYTES)
+
+
+class _Collector:
+    """Reads children's pipes on one thread and queues their spans."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._streams: dict[int, _Stream] = {}
+        self._closed = False
+        thread = threading.Thread(
+            target=self._run, name="jobtrace-child-spans", daemon=True
+        )
+        thread.start()
+
+    def add(self, fd: int, processor: HandoffProcessor) -> _Stream:
+        os.set_blocking(fd, False)
+        stream = _Stream(fd, processor)
+        with self._lock:
+            self._streams[fd] = stream
+            self._selector.register(fd, selectors.EVENT_READ)
+            while len(self._streams) > MAX_OPEN_PIPES:
+                oldest = next(iter(self._streams))
+                log.warning("Closing a child's span pipe that stayed open too long")
+                self._close(oldest)
+        return stream
+
+    def drain(self, timeout: float) -> None:
+        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+            log.warning("Timed out reading the spans of child processes")
+            return
+        try:
+            for fd in list(self._streams):
+                self._read(fd)
+        finally:
+            self._lock.release()
+
+    def collect(self, stream: _Stream, timeout: float) -> list[tuple[Any, ...]]:
+        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+            log.warning("Timed out reading the spans of a child process")
+            return []
+        try:
+            if self._streams.get(stream.fd) is stream:
+                self._read(stream.fd)
+            # A process that the child forked may hold the write end open,
+            # but it never writes to it, so the child's spans are all read.
+            if self._streams.get(stream.fd) is stream:
+                self._close(stream.fd)
+            started = list(stream.started.values())
+            stream.started.clear()
+            return started
+        finally:
+            self._lock.release()
+
+    def forget(self) -> None:
+        """Close the inherited descriptors in a forked child."""
+        self._closed = True
+        for fd in list(self._streams):
+            os.close(fd)
+        self._streams.clear()
+        self._selector.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            # On Linux, epoll reports a pipe that add() registers while this
+            # thread waits. Other selectors see it after the timeout.
+            try:
+                ready = self._selector.select(timeout=0.5)
+            except (OSError, ValueError):
+                continue
+            with self._lock:
+                for key, _ in ready:
+                    if key.fd in self._streams:
+                        self._read(key.fd)
+
+    def _read(self, fd: int) -> None:
+        stream = self._streams[fd]
+        buffer = stream.buffer
+        while True:
+            try:
+                chunk = os.read(fd, 1024 * 1024)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                log.warning("Reading a child's spans failed: %s", error)
+                self._close(fd)
+                return
+            if not chunk:
+                if buffer:
+                    log.warning(
+                        "A child process ended in the middle of a span, "
+                        "so %d bytes of it were dropped",
+                        len(buffer),
+                    )
+                self._close(fd)
+                return
+            buffer += chunk
+            if not self._queue_frames(fd, stream):
+                return
+
+    def _queue_frames(self, fd: int, stream: _Stream) -> bool:
+        buffer = stream.buffer
+        offset = 0
+        while len(buffer) - offset >= _HEADER.size:
+            kind, length = _HEADER.unpack_from(buffer, offset)
+            if length > MAX_FRAME_BYTES:
+                log.warning("A child's span pipe is corrupt, closing it")
+                self._close(fd)
+                return False
+            end = offset + _HEADER.size + length
+            if len(buffer) < end:
+                break
+            payload = bytes(buffer[offset + _HEADER.size : end])
+            offset = end
+            try:
+                values = marshal.loads(payload)
+                span_id = values[1][1]
+                if kind == _STARTED:
+                    stream.started[span_id] = values
+                    continue
+                stream.started.pop(span_id, None)
+                span = decode(values, stream.processor.resource)
+            except (ValueError, TypeError, IndexError, EOFError) as error:
+                log.warning("Dropped a child's span that could not be read: %s", error)
+                continue
+            stream.processor.processor.on_end(span)
+        del buffer[:offset]
+        return True
+
+    def _close(self, fd: int) -> None:
+        self._streams.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+        os.close(fd)
+
+
+class _Stream:
+    """The data that the parent has read from one child's pipe."""
+
+    __slots__ = ("buffer", "fd", "processor", "started")
+
+    def __init__(self, fd: int, processor: HandoffProcessor) -> None:
+        self.fd = fd
+        self.processor = processor
+        self.buffer = bytearray()
+        # Spans the child started and has not ended yet, by span id.
+        self.started: dict[int, tuple[Any, ...]] = {}
+
+
+def _running_collector() -> _Collector:
+    global _collector
+    with _lock:
+        if _collector is None or _collector.pid != os.getpid():
+            _collector = _Collector()
+        return _collector
+
+
+def _forget_collector() -> None:
+    global _collector
+    collector = _collector
+    _collector = None
+    if collector is not None:
+        collector.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_collector)
+
+
+def encode(span: ReadableSpan) -> tuple[Any, ...]:
+    """Return ``span`` as a tuple of plain values that marshal can write."""
+    context = span.context
+    assert context is not None
+    scope = span.instrumentation_scope
+    return (
+        span.name,
+        _encode_context(context),
+        None if span.parent is None else _encode_context(span.parent),
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        span.status.status_code.value,
+        span.status.description,
+        _encode_attributes(span.attributes),
+        span.dropped_attributes,
+        [
+            (event.name, event.timestamp, _encode_attributes(event.attributes))
+            for event in span.events
+        ],
+        span.dropped_events,
+        [
+            (_encode_context(link.context), _encode_attributes(link.attributes))
+            for link in span.links
+        ],
+        span.dropped_links,
+        None if scope is None else (scope.name, scope.version, scope.schema_url),
+    )
+
+
+def decode(values: tuple[Any, ...], resource: Resource) -> ReadableSpan:
+    """Rebuild the span that :func:`encode` turned into ``values``."""
+    (
+        name,
+        context,
+        parent,
+        kind,
+        start_time,
+        end_time,
+        status_code,
+        status_description,
+        attributes,
+        dropped_attributes,
+        events,
+        dropped_events,
+        links,
+        dropped_links,
+        scope,
+    ) = values
+    return ReadableSpan(
+        name=name,
+        context=_decode_context(context),
+        parent=None if parent is None else _decode_context(parent),
+        resource=resource,
+        attributes=_with_dropped(attributes, dropped_attributes),
+        events=_list_with_dropped(
+            [Event(n, _with_dropped(a, 0), t) for n, t, a in events], dropped_events
+        ),
+        links=_list_with_dropped(
+            [Link(_decode_context(c), _with_dropped(a, 0)) for c, a in links],
+            dropped_links,
+        ),
+        kind=SpanKind(kind),
+        status=Status(StatusCode(status_code), status_description),
+        start_time=start_time,
+        end_time=end_time,
+        instrumentation_scope=None if scope is None else InstrumentationScope(*scope),
+    )
+
+
+def _encode_context(context: SpanContext) -> tuple[Any, ...]:
+    return (
+        context.trace_id,
+        context.span_id,
+        context.is_remote,
+        int(context.trace_flags),
+        list(context.trace_state.items()) if context.trace_state else None,
+    )
+
+
+def _decode_context(values: tuple[Any, ...]) -> SpanContext:
+    trace_id, span_id, is_remote, flags, state = values
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote,
+        TraceFlags(flags),
+        TraceState(state) if state else None,
+    )
+
+
+def _encode_attributes(attributes: Attributes) -> dict[str, Any]:
+    return dict(attributes) if attributes else {}
+
+
+def _with_dropped(attributes: dict[str, Any], dropped: int) -> BoundedAttributes:
+    bounded = BoundedAttributes(attributes=attributes, immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _list_with_dropped(items: list[Any], dropped: int) -> Any:
+    if not dropped:
+        return tuple(items)
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = dropped
+    return bounded

@@ -1,0 +1,331 @@
+"""Spans handed from a forked child to its parent through a SpanPipe.
+
+The tests fork real children. A child reports back through its exit code,
+because its own spans and exporter live in its copy of the memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
+
+import jobtrace
+from jobtrace import _handoff, _provider
+from jobtrace._handoff import HandoffProcessor
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+class Pipeline:
+    """A provider whose processor hands spans over, exporting to memory."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.processor = HandoffProcessor(SimpleSpanProcessor(self.exporter))
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("tests")
+        _handoff.activate(self.processor)
+
+    def by_name(self) -> dict[str, ReadableSpan]:
+        return {span.name: span for span in self.exporter.get_finished_spans()}
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Pipeline]:
+    built = Pipeline()
+    yield built
+    _handoff.activate(None)
+    built.provider.shutdown()
+
+
+def fork_child(pipe: jobtrace.SpanPipe, body: Callable[[], int]) -> int:
+    """Fork a child that runs ``body`` with the pipe in use; return its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            pipe.use_in_child()
+            code = body()
+        finally:
+            os._exit(code)
+    pipe.use_in_parent()
+    return pid
+
+
+def exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def open_pipe() -> jobtrace.SpanPipe:
+    pipe = jobtrace.open_span_pipe()
+    assert pipe is not None
+    return pipe
+
+
+def test_encode_decode_keeps_fields(pipeline: Pipeline) -> None:
+    """A span rebuilt from its encoding equals the original field by field."""
+    linked = trace.SpanContext(
+        0xABC, 0xDEF, True, trace.TraceFlags(1), TraceState([("vendor", "x")])
+    )
+    with pipeline.tracer.start_as_current_span("parent"):
+        span = pipeline.tracer.start_span(
+            "work",
+            kind=SpanKind.CONSUMER,
+            attributes={"text": "a", "number": 2, "flags": (True, False)},
+            links=[Link(linked, {"jobtrace.link.type": "send"})],
+        )
+        span.add_event("step", {"index": 1}, timestamp=123)
+        span.set_status(trace.Status(StatusCode.ERROR, "broke"))
+        span.end()
+    (original,) = [
+        s for s in pipeline.exporter.get_finished_spans() if s.name == "work"
+    ]
+
+    values = marshal.loads(marshal.dumps(_handoff.encode(original)))
+    rebuilt = _handoff.decode(values, original.resource)
+
+    assert rebuilt.name == original.name
+    assert rebuilt.context == original.context
+    assert rebuilt.parent == original.parent
+    assert rebuilt.kind is SpanKind.CONSUMER
+    assert dict(rebuilt.attributes or {}) == dict(original.attributes or {})
+    assert rebuilt.start_time == original.start_time
+    assert rebuilt.end_time == original.end_time
+    assert rebuilt.status.status_code is StatusCode.ERROR
+    assert rebuilt.status.description == "broke"
+    assert [
+        (e.name, dict(e.attributes or {}), e.timestamp) for e in rebuilt.events
+    ] == [("step", {"index": 1}, 123)]
+    (link,) = rebuilt.links
+    assert link.context.trace_state == TraceState([("vendor", "x")])
+    assert dict(link.attributes or {}) == {"jobtrace.link.type": "send"}
+    assert rebuilt.instrumentation_scope == original.instrumentation_scope
+
+
+def test_child_spans_reach_parent(pipeline: Pipeline) -> None:
+    """Spans a child ends arrive in the parent's processor with their ids."""
+    pipe = open_pipe()
+
+    def body() -> int:
+        with pipeline.tracer.start_as_current_span("outer"):
+            with pipeline.tracer.start_as_current_span("inner"):
+                pass
+        # Nothing was exported in the child: the parent has it all.
+        exported = len(pipeline.exporter.get_finished_spans())
+        return 0 if exported == 0 and _handoff.sends_to_parent() else 3
+
+    pid = fork_child(pipe, body)
+    assert exit_code(pid) == 0
+
+    assert pipe.collect() == []
+    spans = pipeline.by_name()
+    assert set(spans) == {"outer", "inner"}
+    assert spans["inner"].parent is not None
+    assert spans["inner"].parent.span_id == spans["outer"].context.span_id
+
+
+def test_flush_in_child_returns_at_once(pipeline: Pipeline) -> None:
+    """flush() in a child that handed every span over skips the export."""
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=pipeline.provider)
+    _handoff.activate(pipeline.processor)
+    # jobtrace.flush() only skips the export for a provider jobtrace built,
+    # because another provider may carry processors of its own.
+    _provider._owns_provider = True
+    pipe = open_pipe()
+
+    def body() -> int:
+        with pipeline.tracer.start_as_current_span("job"):
+            pass
+        started = time.monotonic()
+        flushed = jobtrace.flush()
+        return 0 if flushed and time.monotonic() - started < 0.05 else 3
+
+    try:
+        assert exit_code(fork_child(pipe, body)) == 0
+    finally:
+        _provider._reset_for_tests()
+    pipe.collect()
+    assert set(pipeline.by_name()) == {"job"}
+
+
+def test_killed_child_spans_reopened(pipeline: Pipeline) -> None:
+    """A killed child's open spans come back with their ids, still open."""
+    pipe = open_pipe()
+    ready_read, ready_write = os.pipe()
+
+    def body() -> int:
+        os.close(ready_read)
+        with pipeline.tracer.start_as_current_span(
+            "process job", kind=SpanKind.CONSUMER, attributes={"a": 1}
+        ):
+            with pipeline.tracer.start_as_current_span("ended"):
+                pass
+            os.write(ready_write, b"x")
+            time.sleep(30)
+        return 0
+
+    pid = fork_child(pipe, body)
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"x"
+    os.close(ready_read)
+    os.kill(pid, signal.SIGKILL)
+    assert exit_code(pid) == -signal.SIGKILL
+
+    (reopened,) = pipe.collect()
+    ended = pipeline.by_name()["ended"]
+    assert reopened.is_recording()
+    assert reopened.get_span_context().span_id == ended.parent.span_id
+    assert reopened.get_span_context().trace_id == ended.context.trace_id
+    jobtrace.end_abandoned([reopened])
+
+    spans = pipeline.by_name()
+    process = spans["process job"]
+    assert process.context.span_id == ended.parent.span_id
+    assert process.kind is SpanKind.CONSUMER
+    assert process.attributes["a"] == 1
+    assert process.attributes["jobtrace.span.ended_by_parent"] is True
+    assert process.status.status_code is StatusCode.ERROR
+    assert process.start_time <= ended.start_time
+    assert pipe.collect() == []
+
+
+def test_report_run_reuses_child_span(pipeline: Pipeline) -> None:
+    """report_run ends the job's own reopened span with the outcome."""
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=pipeline.provider)
+    _handoff.activate(pipeline.processor)
+    pipe = open_pipe()
+    job = jobtrace.Job("rq", "tests.job", id="job-1")
+
+    def body() -> int:
+        run = jobtrace.begin_run(job, {})
+        with pipeline.tracer.start_as_current_span("open inside"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+        return 0
+
+    try:
+        pid = fork_child(pipe, body)
+        assert exit_code(pid) == -signal.SIGKILL
+        jobtrace.report_run(job, {}, jobtrace.Outcome.KILLED, unfinished=pipe.collect())
+    finally:
+        _provider._reset_for_tests()
+
+    spans = pipeline.by_name()
+    run = spans["process tests.job"]
+    inside = spans["open inside"]
+    assert len(spans) == 2
+    assert inside.parent.span_id == run.context.span_id
+    assert run.attributes["jobtrace.job.outcome"] == "killed"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert inside.attributes["jobtrace.span.ended_by_parent"] is True
+
+
+def test_closed_parent_falls_back(pipeline: Pipeline) -> None:
+    """A child whose parent stopped reading keeps its spans in its processor."""
+    pipe = open_pipe()
+    pipe_closed_read, pipe_closed_write = os.pipe()
+
+    def body() -> int:
+        os.close(pipe_closed_write)
+        os.read(pipe_closed_read, 1)
+        with pipeline.tracer.start_as_current_span("kept"):
+            pass
+        kept = [s.name for s in pipeline.exporter.get_finished_spans()]
+        return 0 if kept == ["kept"] and not _handoff.sends_to_parent() else 3
+
+    pid = fork_child(pipe, body)
+    os.close(pipe_closed_read)
+    assert pipe.collect() == []
+    os.close(pipe_closed_write)
+    assert exit_code(pid) == 0
+
+
+def test_grandchild_exports_itself(pipeline: Pipeline) -> None:
+    """A process forked by the child does not write into the child's pipe."""
+    pipe = open_pipe()
+
+    def body() -> int:
+        grandchild = os.fork()
+        if grandchild == 0:
+            with pipeline.tracer.start_as_current_span("grandchild"):
+                pass
+            names = [s.name for s in pipeline.exporter.get_finished_spans()]
+            os._exit(0 if names == ["grandchild"] else 3)
+        return exit_code(grandchild)
+
+    assert exit_code(fork_child(pipe, body)) == 0
+    pipe.collect()
+    assert pipeline.exporter.get_finished_spans() == ()
+
+
+def test_corrupt_frames_dropped(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unreadable frames are dropped with a warning; later frames still count."""
+    pipe = open_pipe()
+    with pipeline.tracer.start_as_current_span("good"):
+        pass
+    (good,) = pipeline.exporter.get_finished_spans()
+    pipeline.exporter.clear()
+    payload = marshal.dumps(_handoff.encode(good))
+
+    def body() -> int:
+        frames = struct.pack("!cI", b"E", 3) + b"\xff\xfe\xfd"
+        frames += struct.pack("!cI", b"E", len(payload)) + payload
+        frames += struct.pack("!cI", b"E", 2**31)
+        os.write(pipe._write_fd, frames)
+        return 0
+
+    with caplog.at_level(logging.WARNING, logger="jobtrace._handoff"):
+        assert exit_code(fork_child(pipe, body)) == 0
+        pipe.collect()
+
+    assert [s.name for s in pipeline.exporter.get_finished_spans()] == ["good"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not be read" in message for message in messages)
+    assert any("corrupt" in message for message in messages)
+
+
+def test_no_pipe_without_processor() -> None:
+    """open_span_pipe returns None when no handoff processor is active."""
+    _handoff.activate(None)
+
+    assert jobtrace.open_span_pipe() is None
+
+
+def test_pipes_bounded(pipeline: Pipeline) -> None:
+    """The parent keeps at most MAX_OPEN_PIPES children's pipes open."""
+    pipes = [open_pipe() for _ in range(_handoff.MAX_OPEN_PIPES + 3)]
+    children_ends = []
+    for pipe in pipes:
+        children_ends.append(pipe._write_fd)
+        # Keep the write end open, as a grandchild holding it would.
+        pipe._write_fd = os.dup(pipe._write_fd)
+        pipe.use_in_parent()
+    collector = _handoff._collector
+    assert collector is not None
+
+    assert len(collector._streams) == _handoff.MAX_OPEN_PIPES
+    for pipe in pipes:
+        pipe.collect()
+    for fd in children_ends:
+        os.close(fd)
+    assert collector._streams == {}
