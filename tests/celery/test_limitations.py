@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -19,32 +18,35 @@ from celery import Celery
 import jobtrace_celery
 from jobtrace._receiver import OtlpReceiver
 
-from .test_worker_processes import WAIT, _wait_for_child, process_spans_for
 from .workers import celery_worker, producer
 
 
 @pytest.mark.integration
 @pytest.mark.xfail(
     strict=True,
-    reason="docs/celery.md, Limitations: a child killed with SIGKILL loses "
-    "its unexported spans",
+    reason="docs/celery.md, Limitations: a worker killed with SIGKILL loses "
+    "the spans in its batch queue",
 )
-def test_sigkill_keeps_earlier_spans(redis_url: str, receiver: OtlpReceiver) -> None:
-    """Spans that a child finished before SIGKILL still reach the receiver."""
+def test_killed_worker_keeps_finished_spans(
+    redis_url: str, receiver: OtlpReceiver
+) -> None:
+    """Spans of jobs that finished before the main process was killed arrive."""
     options = ("--pool", "prefork", "--concurrency", "1")
-    # A long export interval keeps the finished job's span in the child's
-    # queue when the kill arrives.
+    # A long batch delay keeps the finished job's span in the main
+    # process's queue when the kill arrives.
     env = {"OTEL_BSP_SCHEDULE_DELAY": "30000"}
     with celery_worker(receiver, redis_url, *options, env=env) as (worker, queue):
-        app = producer(redis_url, queue)
-        done = app.send_task("it.add", args=(1, 1))
-        assert done.get(timeout=WAIT) == 2
-        app.send_task("it.soft")
-        time.sleep(0.5)
-        os.kill(_wait_for_child(worker.pid), signal.SIGKILL)
-        time.sleep(1)
+        done = producer(redis_url, queue).send_task("it.add", args=(1, 1))
+        assert done.get(timeout=60) == 2
+        path = f"/proc/{worker.pid}/task/{worker.pid}/children"
+        with open(path) as listed:
+            children = [int(pid) for pid in listed.read().split()]
+        os.kill(worker.pid, signal.SIGKILL)
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        worker.wait()
 
-    process_spans_for(receiver, {done.id}, timeout=5)
+    receiver.wait_for_spans(1, timeout=3, name_prefix="process ")
 
 
 @pytest.mark.xfail(

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+import jobtrace
 import jobtrace_celery
 from jobtrace import signals
 
@@ -63,7 +64,16 @@ def fan_out(count: int) -> int:
 
 @app.task(name="it.hang", time_limit=1)
 def hang() -> None:
-    time.sleep(30)
+    with jobtrace.tracer().start_as_current_span("hanging"):
+        time.sleep(30)
+
+
+@app.task(name="it.span_then_sleep")
+def span_then_sleep() -> None:
+    with jobtrace.tracer().start_as_current_span("inside"):
+        pass
+    with jobtrace.tracer().start_as_current_span("sleeping"):
+        time.sleep(30)
 
 
 @app.task(name="it.soft", soft_time_limit=0.5, time_limit=5)

@@ -329,3 +329,78 @@ def test_pipes_bounded(pipeline: Pipeline) -> None:
     for fd in children_ends:
         os.close(fd)
     assert collector._streams == {}
+
+
+@pytest.fixture
+def forks_piped(pipeline: Pipeline) -> Iterator[Pipeline]:
+    _handoff.pipe_forks()
+    yield pipeline
+    _handoff.pipe_forks(False)
+
+
+def test_pipe_forks_covers_plain_fork(forks_piped: Pipeline) -> None:
+    """With pipe_forks, a plain os.fork() child hands its spans over."""
+    pid = os.fork()
+    if pid == 0:
+        with forks_piped.tracer.start_as_current_span("forked"):
+            pass
+        os._exit(0 if _handoff.sends_to_parent() else 3)
+    assert exit_code(pid) == 0
+
+    _handoff.drain(1.0)
+    assert set(forks_piped.by_name()) == {"forked"}
+
+
+def test_claimed_run_ends_once(forks_piped: Pipeline) -> None:
+    """A claimed span is ended by the parent; the child's own end is dropped."""
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        span = forks_piped.tracer.start_span(
+            "process it.job",
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.message.id": "job-9"},
+        )
+        os.write(ready_write, b"x")
+        os.read(go_read, 1)
+        span.set_attribute("ended.by", "child")
+        span.end()
+        os._exit(0)
+    assert os.read(ready_read, 1) == b"x"
+
+    claimed = jobtrace.claim_child_run("job-9")
+    assert claimed is not None
+    assert jobtrace.claim_child_run("job-9") is None
+    os.write(go_write, b"x")
+    assert exit_code(pid) == 0
+    _handoff.drain(1.0)
+    claimed.set_attribute("ended.by", "parent")
+    claimed.end()
+
+    (process,) = forks_piped.exporter.get_finished_spans()
+    assert process.attributes["ended.by"] == "parent"
+    assert process.context.span_id == claimed.get_span_context().span_id
+    for fd in (ready_read, ready_write, go_read, go_write):
+        os.close(fd)
+
+
+def test_open_spans_end_after_grace(
+    forks_piped: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spans a piped child left open are ended after the grace period."""
+    monkeypatch.setattr(_handoff, "ABANDONED_GRACE_SECONDS", 0.2)
+    pid = os.fork()
+    if pid == 0:
+        forks_piped.tracer.start_span("left open")
+        os._exit(0)
+    assert exit_code(pid) == 0
+
+    deadline = time.monotonic() + 5
+    while not forks_piped.exporter.get_finished_spans():
+        assert time.monotonic() < deadline, "the open span was never ended"
+        time.sleep(0.05)
+    (span,) = forks_piped.exporter.get_finished_spans()
+    assert span.name == "left open"
+    assert span.attributes["jobtrace.span.ended_by_parent"] is True
+    assert span.status.status_code is StatusCode.ERROR

@@ -171,13 +171,17 @@ def _is_declared(task: Any, error: BaseException | None) -> bool:
 def _on_worker_init(**kwargs: Any) -> None:
     # Building the provider before the pool forks lets every child inherit
     # the imported exporter, instead of paying for it in its first job.
+    # Each prefork child then hands its spans to this process through a
+    # pipe, so a killed child loses none and a recycled one exits at once.
     with _WORKER_INIT:
         jobtrace.mark_worker()
         jobtrace.tracer()
+        jobtrace.pipe_forks()
 
 
 def _on_worker_process_shutdown(**kwargs: Any) -> None:
     # billiard ends a pool child with os._exit, so atexit handlers never run.
+    # A child whose spans all went through its pipe returns at once.
     with _PROCESS_SHUTDOWN:
         jobtrace.flush()
 
@@ -239,6 +243,7 @@ def disconnect() -> None:
     unwrap(celery.app.base.Celery, "send_task")
     unwrap(celery.worker.request.Request, "on_timeout")
     unwrap(celery.worker.request.Request, "on_failure")
+    jobtrace.pipe_forks(False)
     _runs.clear()
 
 

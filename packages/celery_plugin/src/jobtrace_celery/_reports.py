@@ -104,7 +104,17 @@ def _report_from_parent(
         if _reported.get(key):
             return
         _reported.put(key, True)
-    jobtrace.report_run(job, carrier, outcome, error, start_time=start_time)
+    # The child's own span of the job, if it started one, keeps its id, so
+    # the spans the job made stay under it.
+    own = jobtrace.claim_child_run(job.id) if job.id is not None else None
+    jobtrace.report_run(
+        job,
+        carrier,
+        outcome,
+        error,
+        start_time=start_time,
+        unfinished=[own] if own is not None else [],
+    )
 
 
 _REVOKED = Guard("celery.task_revoked")

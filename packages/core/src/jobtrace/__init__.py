@@ -15,7 +15,13 @@ import logging
 from jobtrace import signals
 from jobtrace._carrier import header_names, propagation_mode
 from jobtrace._guard import Guard, error_counts, report_error
-from jobtrace._handoff import SpanPipe, open_span_pipe
+from jobtrace._handoff import (
+    SpanPipe,
+    claim_child_run,
+    end_abandoned,
+    open_span_pipe,
+    pipe_forks,
+)
 from jobtrace._hosts import host_version, require_host
 from jobtrace._names import Outcome
 from jobtrace._provider import (
@@ -38,7 +44,6 @@ from jobtrace._spans import (
     begin_run,
     begin_send,
     current_job,
-    end_abandoned,
     end_run,
     end_send,
     record_error,
@@ -59,6 +64,7 @@ __all__ = [
     "__version__",
     "begin_run",
     "begin_send",
+    "claim_child_run",
     "component",
     "configure",
     "current_job",
@@ -72,6 +78,7 @@ __all__ = [
     "host_version",
     "mark_worker",
     "open_span_pipe",
+    "pipe_forks",
     "propagation_mode",
     "record_error",
     "report_error",

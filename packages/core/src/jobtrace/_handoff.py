@@ -1,12 +1,13 @@
 """Hand the spans of a forked child process to its parent.
 
-RQ's forking worker runs each job in a work horse that ends with
-``os._exit``. A horse that exported its own spans would make every job wait
-for an OTLP request. Instead, the parent opens a pipe right before the
-fork, the child writes each span into it as the span ends, and a thread in
-the parent queues the spans on the parent's batch processor. One export
-then carries the spans of many jobs, and a child that is killed has already
-handed over every span it ended.
+Workers run jobs in forked children: RQ forks a work horse per job and
+ends it with ``os._exit``, and Celery's prefork pool recycles and kills its
+children. A child that exported its own spans would make jobs wait for OTLP
+requests and lose the spans in its queue when killed. Instead, the parent
+opens a pipe right before the fork, the child writes each span into it as
+the span starts and as it ends, and a thread in the parent queues the ended
+spans on the parent's batch processor. One export then carries the spans of
+many jobs, and the parent can end the spans of a child that died.
 
 Spans cross the pipe as :mod:`marshal` data, which contains plain values
 only and never code. Only a fork of this process can write to the pipe.
@@ -21,6 +22,8 @@ import os
 import selectors
 import struct
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -41,6 +44,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
+
+from jobtrace import _names as names
 
 try:
     import fcntl
@@ -63,9 +68,18 @@ MAX_OPEN_PIPES = 64
 #: default), so a child rarely waits for the parent's reader.
 _PIPE_BYTES = 1024 * 1024
 
+#: Seconds that the spans a child left open wait, after the child exited,
+#: for a host's report to claim the job's own span (:func:`claim_child_run`)
+#: before the parent ends them all as abandoned.
+ABANDONED_GRACE_SECONDS = 10.0
+
 _lock = threading.Lock()
 _active: HandoffProcessor | None = None
 _collector: _Collector | None = None
+# Whether every os.fork() gets a pipe: see pipe_forks().
+_pipe_forks = False
+_fork_hooks_registered = False
+_forking = threading.local()
 
 
 class HandoffProcessor(SpanProcessor):
@@ -151,11 +165,18 @@ class SpanPipe:
         self._processor._writer = _Writer(self._write_fd)
         self._processor._passed_on = 0
 
-    def use_in_parent(self) -> None:
-        """Close the child's end and read the child's spans on a thread."""
+    def use_in_parent(self, *, end_abandoned: bool = False) -> None:
+        """Close the child's end and read the child's spans on a thread.
+
+        With ``end_abandoned``, spans the child leaves open are ended by
+        the reading thread :data:`ABANDONED_GRACE_SECONDS` after the child
+        exits, for callers that never call :meth:`collect`.
+        """
         os.close(self._write_fd)
         self._collector = _running_collector()
-        self._stream = self._collector.add(self._read_fd, self._processor)
+        self._stream = self._collector.add(
+            self._read_fd, self._processor, end_abandoned=end_abandoned
+        )
 
     def collect(self, timeout: float = 1.0) -> list[trace.Span]:
         """Read the rest of the child's spans and close the pipe.
@@ -206,6 +227,58 @@ def open_span_pipe() -> SpanPipe | None:
     except OSError as error:
         log.warning("Could not open a pipe for a child's spans: %s", error)
         return None
+
+
+def pipe_forks(enabled: bool = True) -> None:
+    """Give every child that this process forks from now on a span pipe.
+
+    For hosts whose pool forks its children outside any hook, such as
+    Celery's prefork pool. Each child's spans go to this process, spans a
+    dead child left open are ended here, and :func:`claim_child_run` lets
+    the host report a killed job's own span. Children do not pass the
+    setting on to the processes they fork.
+    """
+    global _pipe_forks, _fork_hooks_registered
+    with _lock:
+        _pipe_forks = enabled
+        if enabled and not _fork_hooks_registered:
+            os.register_at_fork(
+                before=_before_fork,
+                after_in_parent=_after_fork_in_parent,
+                after_in_child=_after_fork_in_child,
+            )
+            _fork_hooks_registered = True
+
+
+def _before_fork() -> None:
+    _forking.pipe = open_span_pipe() if _pipe_forks else None
+
+
+def _after_fork_in_parent() -> None:
+    pipe, _forking.pipe = getattr(_forking, "pipe", None), None
+    if pipe is not None:
+        pipe.use_in_parent(end_abandoned=True)
+
+
+def _after_fork_in_child() -> None:
+    global _pipe_forks
+    _pipe_forks = False
+    pipe, _forking.pipe = getattr(_forking, "pipe", None), None
+    if pipe is not None:
+        pipe.use_in_child()
+
+
+def claim_child_run(job_id: str) -> trace.Span | None:
+    """Take over the open process span of ``job_id`` from a child, if any.
+
+    Returns the span re-created in this process with the child's ids and
+    still open, for the host to end with the outcome it saw. The child can
+    no longer end that span: if it still does, its copy is dropped.
+    """
+    collector = _collector
+    if collector is None or collector.pid != os.getpid():
+        return None
+    return collector.claim_run(job_id)
 
 
 def sends_to_parent() -> bool:
@@ -337,15 +410,20 @@ class _Collector:
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._streams: dict[int, _Stream] = {}
+        # Streams of exited children with spans left open, and when the
+        # grace for claiming them ends.
+        self._expiring: list[tuple[float, _Stream]] = []
         self._closed = False
         thread = threading.Thread(
             target=self._run, name="jobtrace-child-spans", daemon=True
         )
         thread.start()
 
-    def add(self, fd: int, processor: HandoffProcessor) -> _Stream:
+    def add(
+        self, fd: int, processor: HandoffProcessor, *, end_abandoned: bool
+    ) -> _Stream:
         os.set_blocking(fd, False)
-        stream = _Stream(fd, processor)
+        stream = _Stream(fd, processor, end_abandoned)
         with self._lock:
             self._streams[fd] = stream
             self._selector.register(fd, selectors.EVENT_READ)
@@ -362,8 +440,25 @@ class _Collector:
         try:
             for fd in list(self._streams):
                 self._read(fd)
+            self._end_expired(force=True)
         finally:
             self._lock.release()
+
+    def claim_run(self, job_id: str) -> trace.Span | None:
+        with self._lock:
+            for fd in list(self._streams):
+                self._read(fd)
+            streams = list(self._streams.values())
+            streams += [stream for _, stream in self._expiring]
+            for stream in streams:
+                for span_id, values in stream.started.items():
+                    if _runs_job(values, job_id):
+                        del stream.started[span_id]
+                        stream.claimed.add(span_id)
+                        return stream.processor.reopener().start(
+                            decode(values, stream.processor.resource)
+                        )
+        return None
 
     def collect(self, stream: _Stream, timeout: float) -> list[tuple[Any, ...]]:
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
@@ -402,6 +497,20 @@ class _Collector:
                 for key, _ in ready:
                     if key.fd in self._streams:
                         self._read(key.fd)
+                self._end_expired(force=False)
+
+    def _end_expired(self, *, force: bool) -> None:
+        now = time.monotonic()
+        keep = []
+        for deadline, stream in self._expiring:
+            if not force and deadline > now:
+                keep.append((deadline, stream))
+                continue
+            started, stream.started = list(stream.started.values()), {}
+            reopener = stream.processor.reopener()
+            resource = stream.processor.resource
+            end_abandoned([reopener.start(decode(v, resource)) for v in started])
+        self._expiring = keep
 
     def _read(self, fd: int) -> None:
         stream = self._streams[fd]
@@ -423,6 +532,9 @@ class _Collector:
                         len(buffer),
                     )
                 self._close(fd)
+                if stream.end_abandoned and stream.started:
+                    deadline = time.monotonic() + ABANDONED_GRACE_SECONDS
+                    self._expiring.append((deadline, stream))
                 return
             buffer += chunk
             if not self._queue_frames(fd, stream):
@@ -448,6 +560,10 @@ class _Collector:
                 if kind == _STARTED:
                     stream.started[span_id] = values
                     continue
+                if span_id in stream.claimed:
+                    # The parent reported this span already.
+                    stream.claimed.discard(span_id)
+                    continue
                 stream.started.pop(span_id, None)
                 span = decode(values, stream.processor.resource)
             except (ValueError, TypeError, IndexError, EOFError) as error:
@@ -467,11 +583,16 @@ class _Collector:
 class _Stream:
     """The data that the parent has read from one child's pipe."""
 
-    __slots__ = ("buffer", "fd", "processor", "started")
+    __slots__ = ("buffer", "claimed", "end_abandoned", "fd", "processor", "started")
 
-    def __init__(self, fd: int, processor: HandoffProcessor) -> None:
+    def __init__(
+        self, fd: int, processor: HandoffProcessor, end_abandoned: bool
+    ) -> None:
         self.fd = fd
         self.processor = processor
+        self.end_abandoned = end_abandoned
+        # Ids of started spans that the parent took over with claim_run.
+        self.claimed: set[int] = set()
         self.buffer = bytearray()
         # Spans the child started and has not ended yet, by span id.
         self.started: dict[int, tuple[Any, ...]] = {}
@@ -495,6 +616,27 @@ def _forget_collector() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_collector)
+
+
+def end_abandoned(spans: Sequence[trace.Span]) -> None:
+    """End spans that a child process started but exited without ending.
+
+    Each gets status ERROR and ``jobtrace.span.ended_by_parent``, and ends
+    now, because the time the child died is not known.
+    """
+    for span in spans:
+        span.set_attribute(names.ENDED_BY_PARENT, True)
+        span.set_status(
+            Status(StatusCode.ERROR, "the process exited before the span ended")
+        )
+        span.end()
+
+
+def _runs_job(values: tuple[Any, ...], job_id: str) -> bool:
+    kind, attributes = values[3], values[8]
+    return bool(
+        kind == SpanKind.CONSUMER.value and attributes.get(names.MESSAGE_ID) == job_id
+    )
 
 
 def encode(span: ReadableSpan) -> tuple[Any, ...]:

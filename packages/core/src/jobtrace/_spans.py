@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from jobtrace import _carrier, _provider, signals
 from jobtrace import _names as names
 from jobtrace._guard import qualified_name, report_error
+from jobtrace._handoff import end_abandoned
 from jobtrace._names import Outcome
 from jobtrace._settings import PROPAGATION_MODES
 
@@ -240,7 +241,7 @@ def report_run(
     never ended. ``unfinished`` are the spans the child left open, from
     :meth:`jobtrace.SpanPipe.collect`. If the job's process span is among
     them, it is the one ended here, so the spans below it keep their
-    parent. The others are ended as by :func:`end_abandoned`.
+    parent. The others are ended as by :func:`jobtrace.end_abandoned`.
     """
     own = next((span for span in unfinished if _runs_job(span, job)), None)
     end_abandoned([span for span in unfinished if span is not own])
@@ -250,20 +251,6 @@ def report_run(
         run = RunHandle(job, own)
     run.span.set_attribute(names.REPORTED_BY_PARENT, True)
     end_run(run, outcome, error)
-
-
-def end_abandoned(spans: Sequence[trace.Span]) -> None:
-    """End spans that a child process started but exited without ending.
-
-    Each gets status ERROR and ``jobtrace.span.ended_by_parent``, and ends
-    now, because the time the child died is not known.
-    """
-    for span in spans:
-        span.set_attribute(names.ENDED_BY_PARENT, True)
-        span.set_status(
-            Status(StatusCode.ERROR, "the process exited before the span ended")
-        )
-        span.end()
 
 
 def _runs_job(span: trace.Span, job: Job) -> bool:
