@@ -33,3 +33,39 @@ def traced_producer(
     finally:
         provider.shutdown()
         _provider._reset_for_tests()
+
+
+def job_counts(
+    receiver: OtlpReceiver, metric: str = "messaging.process.duration"
+) -> dict[tuple[str, str], int]:
+    """Sum the newest received count of ``metric`` by job name and outcome.
+
+    Counts come from histogram points, or from the value of counter points.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for point in receiver.latest_points().values():
+        if point.name != metric:
+            continue
+        key = (
+            str(point.attributes.get("jobtrace.job.name")),
+            str(point.attributes.get("jobtrace.job.outcome")),
+        )
+        found = point.count if point.count is not None else int(point.value)
+        counts[key] = counts.get(key, 0) + found
+    return counts
+
+
+def duplicate_series(receiver: OtlpReceiver) -> list[tuple[str, str]]:
+    """Return the metric series that more than one process exported.
+
+    A series is a metric name with its point attributes. Two processes that
+    export it under different ``service.instance.id`` values would double
+    its counts in a backend that ignores the instance.
+    """
+    instances: dict[tuple[str, str], set[object]] = {}
+    for point in receiver.latest_points().values():
+        if not point.name.startswith(("messaging.", "jobtrace.")):
+            continue
+        key = (point.name, repr(sorted(point.attributes.items())))
+        instances.setdefault(key, set()).add(point.resource.get("service.instance.id"))
+    return [key for key, found in instances.items() if len(found) > 1]

@@ -11,6 +11,9 @@ import pytest
 from celery.exceptions import Reject
 
 import jobtrace_celery
+from jobtrace._receiver import OtlpReceiver
+
+from .workers import traced_producer
 
 
 class ExpectedError(Exception):
@@ -68,3 +71,12 @@ def tasks(celery_app: Any) -> types.SimpleNamespace:
         raise Reject("no", requeue=False)
 
     return types.SimpleNamespace(**locals())
+
+
+@pytest.fixture
+def instrumented_producer(receiver: OtlpReceiver) -> Iterator[None]:
+    """Instrument this process as a producer that exports to the receiver."""
+    with traced_producer(receiver):
+        jobtrace_celery.instrument()
+        yield
+        jobtrace_celery.uninstrument()

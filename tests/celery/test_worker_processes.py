@@ -10,16 +10,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery import chord, group, signature
 
-import jobtrace_celery
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 
-from .workers import SERVICE_NAME, celery_worker, producer, traced_producer
+from .workers import SERVICE_NAME, celery_worker, producer
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +37,6 @@ POOLS = {
 def broker_url(request: pytest.FixtureRequest) -> str:
     """Each test runs once per broker."""
     return request.getfixturevalue(f"{request.param}_url")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def instrumented_producer(receiver: OtlpReceiver) -> Iterator[None]:
-    """Instrument this process as a producer that exports to the receiver."""
-    with traced_producer(receiver):
-        jobtrace_celery.instrument()
-        yield
-        jobtrace_celery.uninstrument()
 
 
 def by_name(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:

@@ -23,7 +23,7 @@ import selectors
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!cI")
 _STARTED = b"S"
 _ENDED = b"E"
+#: A job measurement, as a tuple of plain values, for
+#: :data:`measurement_handler`.
+_MEASURED = b"M"
 #: Frames longer than this are treated as a corrupt stream.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: Pipes open at once. A grandchild that keeps a write end open must not
@@ -80,6 +83,10 @@ _collector: _Collector | None = None
 _pipe_forks = False
 _fork_hooks_registered = False
 _forking = threading.local()
+
+#: Called in the parent with each measurement a child sent through
+#: :func:`send_measurement`; the metrics module sets it.
+measurement_handler: Callable[[tuple[Any, ...]], None] | None = None
 
 
 class HandoffProcessor(SpanProcessor):
@@ -281,6 +288,18 @@ def claim_child_run(job_id: str) -> trace.Span | None:
     return collector.claim_run(job_id)
 
 
+def send_measurement(values: tuple[Any, ...]) -> bool:
+    """Send a job measurement to the parent; return False if there is none.
+
+    ``values`` must contain only values that :mod:`marshal` can write.
+    """
+    processor = _active
+    writer = None if processor is None else processor._writer
+    if writer is None or not writer.usable():
+        return False
+    return writer.write(_MEASURED, marshal.dumps(values))
+
+
 def sends_to_parent() -> bool:
     """Return True in a child whose spans all went to its parent."""
     processor = _active
@@ -370,6 +389,9 @@ class _Writer:
         except ValueError as error:
             log.warning("Span %r cannot cross to the parent: %s", span.name, error)
             return False
+        return self.write(kind, payload)
+
+    def write(self, kind: bytes, payload: bytes) -> bool:
         frame = _HEADER.pack(kind, len(payload)) + payload
         with self._lock:
             try:
@@ -556,6 +578,9 @@ class _Collector:
             offset = end
             try:
                 values = marshal.loads(payload)
+                if kind == _MEASURED:
+                    _measured(values)
+                    continue
                 span_id = values[1][1]
                 if kind == _STARTED:
                     stream.started[span_id] = values
@@ -596,6 +621,16 @@ class _Stream:
         self.buffer = bytearray()
         # Spans the child started and has not ended yet, by span id.
         self.started: dict[int, tuple[Any, ...]] = {}
+
+
+def _measured(values: tuple[Any, ...]) -> None:
+    handler = measurement_handler
+    if handler is None:
+        return
+    try:
+        handler(values)
+    except Exception:
+        log.exception("Recording a child's job measurement failed")
 
 
 def _running_collector() -> _Collector:

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 #: Span kinds as OTLP numbers them. OTLP allows a receiver to read
@@ -76,6 +77,78 @@ def decode_span(span: Span, resource: dict[str, object]) -> ReceivedSpan:
         ),
         resource=dict(resource),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceivedPoint:
+    """One metric data point as the receiver decoded it.
+
+    ``kind`` is ``sum``, ``gauge`` or ``histogram``. For a histogram,
+    ``value`` is the sum of the recorded values and ``count`` their number;
+    for a sum or gauge, ``value`` is the point's value and ``count`` is None.
+    ``series`` identifies the time series: metric name, point attributes and
+    resource attributes.
+    """
+
+    name: str
+    unit: str
+    kind: str
+    attributes: dict[str, object]
+    resource: dict[str, object]
+    value: float
+    count: int | None
+    bucket_counts: tuple[int, ...]
+    explicit_bounds: tuple[float, ...]
+    time_ns: int
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """The metric name and the sorted point and resource attributes."""
+        return (
+            self.name,
+            repr(sorted(self.attributes.items())),
+            repr(sorted(self.resource.items())),
+        )
+
+
+def decode_metric(metric: Metric, resource: dict[str, object]) -> list[ReceivedPoint]:
+    """Decode the data points of one OTLP metric."""
+    kind = metric.WhichOneof("data")
+    points: list[ReceivedPoint] = []
+    if kind in ("sum", "gauge"):
+        for point in getattr(metric, kind).data_points:
+            number = point.as_double if point.HasField("as_double") else point.as_int
+            points.append(
+                ReceivedPoint(
+                    name=metric.name,
+                    unit=metric.unit,
+                    kind=kind,
+                    attributes=decode_attributes(point.attributes),
+                    resource=resource,
+                    value=float(number),
+                    count=None,
+                    bucket_counts=(),
+                    explicit_bounds=(),
+                    time_ns=point.time_unix_nano,
+                )
+            )
+    elif kind == "histogram":
+        for point in metric.histogram.data_points:
+            points.append(
+                ReceivedPoint(
+                    name=metric.name,
+                    unit=metric.unit,
+                    kind=kind,
+                    attributes=decode_attributes(point.attributes),
+                    resource=resource,
+                    value=point.sum,
+                    count=point.count,
+                    bucket_counts=tuple(point.bucket_counts),
+                    explicit_bounds=tuple(point.explicit_bounds),
+                    time_ns=point.time_unix_nano,
+                )
+            )
+    return points
 
 
 def decode_attributes(attributes: Iterable[KeyValue]) -> dict[str, object]:

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from jobtrace import _handoff
+from jobtrace import _handoff, _metrics
 from jobtrace._settings import Settings
 from jobtrace._version import __version__
 
@@ -43,6 +43,7 @@ _provider: TracerProvider | None = None
 _owns_provider = False
 _tracer: trace.Tracer | None = None
 _exporter: _TrackedExporter | None = None
+_stopped = False
 
 #: Flush limit in seconds while the last export failed. Pool children that
 #: exit after each job would otherwise each wait the full limit on a
@@ -189,6 +190,7 @@ def configure(
         )
         if _tracer is None:
             _build()
+    _metrics.build()
 
 
 def tracer() -> trace.Tracer:
@@ -290,22 +292,42 @@ def flush(timeout: float | None = None) -> bool:
     if _owns_provider and _handoff.sends_to_parent():
         return True
     _handoff.drain(_default_limit() if timeout is None else timeout)
-    return _run_bounded(provider.force_flush, timeout, "flush")
+    meters = _metrics.provider()
+
+    def flush_all() -> None:
+        provider.force_flush()
+        if meters is not None:
+            meters.force_flush()
+
+    return _run_bounded(flush_all, timeout, "flush")
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """Flush and stop the provider that jobtrace built, within ``timeout``.
 
     A provider set by the application is only flushed: stopping it is the
-    application's call.
+    application's call. Calls after the first return True at once, because
+    hosts call it from their shutdown hook and it also runs at exit.
     """
+    global _stopped
     provider = _provider
     if provider is None:
         return True
     if not _owns_provider:
         return flush(timeout)
+    with _lock:
+        if _stopped:
+            return True
+        _stopped = True
     _handoff.drain(_default_limit() if timeout is None else timeout)
-    return _run_bounded(provider.shutdown, timeout, "shutdown")
+    meters = _metrics.provider()
+
+    def shutdown_all() -> None:
+        provider.shutdown()
+        if meters is not None:
+            meters.shutdown()
+
+    return _run_bounded(shutdown_all, timeout, "shutdown")
 
 
 def _run_bounded(
@@ -344,8 +366,11 @@ def _default_limit() -> float:
 def _reset_for_tests() -> None:
     """Forget the provider, tracer and settings; tests only."""
     global _settings, _component, _provider, _owns_provider, _tracer, _exporter
+    global _stopped
     with _lock:
+        _stopped = False
         _handoff.activate(None)
+        _metrics._reset_for_tests()
         _exporter = None
         _settings = None
         _component = None

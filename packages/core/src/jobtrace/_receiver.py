@@ -26,12 +26,21 @@ from typing import cast
 
 # protobuf ships no type information, and types-protobuf is not a dependency.
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from jobtrace._otlp import ReceivedSpan, decode_attributes, decode_span
+from jobtrace._otlp import (
+    ReceivedPoint,
+    ReceivedSpan,
+    decode_attributes,
+    decode_metric,
+    decode_span,
+)
 
 __all__ = ["LOGS_PATH", "METRICS_PATH", "TRACES_PATH", "OtlpReceiver", "ReceivedSpan"]
 
@@ -58,9 +67,10 @@ class _RejectedRequestError(Exception):
 class OtlpReceiver:
     """An OTLP/HTTP server on 127.0.0.1 that stores the spans it receives.
 
-    It accepts ``POST /v1/traces`` with a protobuf body, optionally gzip or
-    deflate compressed, and stores the decoded spans. Requests to
-    ``/v1/metrics`` and ``/v1/logs`` are accepted and only counted. With
+    It accepts ``POST /v1/traces`` and ``POST /v1/metrics`` with a protobuf
+    body, optionally gzip or deflate compressed, and stores the decoded
+    spans and metric data points. Requests to ``/v1/logs`` are accepted and
+    only counted. With
     ``forward_to`` set, each accepted request is sent on unchanged to the
     same path under that endpoint before the receiver sends its response.
 
@@ -74,6 +84,7 @@ class OtlpReceiver:
         self._forward_to = forward_to.rstrip("/") if forward_to else None
         self._changed = threading.Condition()
         self._spans: list[ReceivedSpan] = []
+        self._points: list[ReceivedPoint] = []
         self._generation = 0
         self._request_counts: Counter[str] = Counter()
         self._forward_failures = 0
@@ -141,10 +152,29 @@ class OtlpReceiver:
         with self._changed:
             return list(self._spans)
 
+    def metric_points(self) -> list[ReceivedPoint]:
+        """Return a copy of the metric data points received, in arrival order."""
+        with self._changed:
+            return list(self._points)
+
+    def latest_points(self) -> dict[tuple[str, str, str], ReceivedPoint]:
+        """Return the newest received point of each series, by series.
+
+        Cumulative exports repeat every series with a growing value, so the
+        newest point contains all the measurements of its series.
+        """
+        latest: dict[tuple[str, str, str], ReceivedPoint] = {}
+        for point in self.metric_points():
+            found = latest.get(point.series)
+            if found is None or point.time_ns >= found.time_ns:
+                latest[point.series] = point
+        return latest
+
     def clear(self) -> None:
-        """Forget the received spans and the request counts."""
+        """Forget the received spans, metric points and request counts."""
         with self._changed:
             self._spans.clear()
+            self._points.clear()
             self._request_counts.clear()
             self._generation += 1
             self._changed.notify_all()
@@ -212,12 +242,17 @@ class OtlpReceiver:
                 404, f"path {path} not found. Use {', '.join(_PATHS)}"
             )
         spans: list[ReceivedSpan] = []
+        points: list[ReceivedPoint] = []
         if path == TRACES_PATH:
             _check_content_type(headers.content_type)
             spans = _decode_spans(_decompress(headers.content_encoding, body))
+        elif path == METRICS_PATH:
+            _check_content_type(headers.content_type)
+            points = _decode_points(_decompress(headers.content_encoding, body))
 
         with self._changed:
             self._spans.extend(spans)
+            self._points.extend(points)
             self._request_counts[path] += 1
             self._generation += 1
             self._changed.notify_all()
@@ -345,6 +380,22 @@ def _decode_spans(body: bytes) -> list[ReceivedSpan]:
         for scope_spans in resource_spans.scope_spans:
             spans.extend(decode_span(span, resource) for span in scope_spans.spans)
     return spans
+
+
+def _decode_points(body: bytes) -> list[ReceivedPoint]:
+    request = ExportMetricsServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as error:
+        raise _RejectedRequestError(400, f"invalid protobuf body: {error}") from None
+
+    points: list[ReceivedPoint] = []
+    for resource_metrics in request.resource_metrics:
+        resource = decode_attributes(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points.extend(decode_metric(metric, resource))
+    return points
 
 
 def _timeout_message(

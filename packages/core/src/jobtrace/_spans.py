@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from jobtrace import _carrier, _provider, signals
+from jobtrace import _carrier, _metrics, _provider, signals
 from jobtrace import _names as names
 from jobtrace._guard import qualified_name, report_error
 from jobtrace._handoff import end_abandoned
@@ -50,23 +50,36 @@ class Job:
 class SendHandle:
     """An open send span, returned by :func:`begin_send`."""
 
-    __slots__ = ("job", "span")
+    __slots__ = ("job", "span", "started")
 
     def __init__(self, job: Job, span: trace.Span) -> None:
         self.job = job
         self.span = span
+        self.started = time.perf_counter()
 
 
 class RunHandle:
-    """An open process span, returned by :func:`begin_run`."""
+    """An open process span, returned by :func:`begin_run`.
 
-    __slots__ = ("error", "job", "span", "token")
+    ``started`` is the run's start as a Unix timestamp and ``queue_time``
+    the wait before it in seconds, for the job metrics.
+    """
 
-    def __init__(self, job: Job, span: trace.Span) -> None:
+    __slots__ = ("error", "job", "queue_time", "span", "started", "token")
+
+    def __init__(
+        self,
+        job: Job,
+        span: trace.Span,
+        started: float | None = None,
+        queue_time: float | None = None,
+    ) -> None:
         self.job = job
         self.span = span
         self.token: object | None = None
         self.error: BaseException | None = None
+        self.started = time.time() if started is None else started
+        self.queue_time = queue_time
 
 
 def current_job() -> Job | None:
@@ -106,11 +119,18 @@ def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
 
 def end_send(handle: SendHandle, error: BaseException | None = None) -> None:
     """End a send span; ``error`` is what the enqueue raised, if anything."""
+    error_type = None
     if error is not None:
+        error_type = qualified_name(error)
         _record_error(handle.span, error)
-        handle.span.set_attribute(names.ERROR_TYPE, qualified_name(error))
+        handle.span.set_attribute(names.ERROR_TYPE, error_type)
         handle.span.set_status(Status(StatusCode.ERROR, _describe(error)))
     handle.span.end()
+    _metrics.record_send(
+        _base_attributes(handle.job, "send"),
+        error_type,
+        time.perf_counter() - handle.started,
+    )
 
 
 def begin_run(
@@ -161,7 +181,7 @@ def begin_run(
         links=links,
         start_time=int(started * 1e9),
     )
-    run = RunHandle(job, span)
+    run = RunHandle(job, span, started, queue_time)
     if attach:
         current = context.set_value(
             _RUN_KEY, run, trace.set_span_in_context(span, parent)
@@ -202,6 +222,7 @@ def end_run(
     normal behaviour.
     """
     span = run.span
+    error_type = None
     try:
         if error is not None:
             record_error(run, error)
@@ -223,6 +244,14 @@ def end_run(
         if run.token is not None:
             token, run.token = run.token, None
             context.detach(token)  # type: ignore[arg-type]
+    ended = time.time() if end_time is None else end_time
+    _metrics.record_run(
+        _base_attributes(run.job, "process"),
+        outcome.value,
+        error_type,
+        ended - run.started,
+        run.queue_time,
+    )
 
 
 def report_run(
@@ -248,7 +277,11 @@ def report_run(
     if own is None:
         run = begin_run(job, carrier, start_time=start_time, attach=False)
     else:
-        run = RunHandle(job, own)
+        started = getattr(own, "start_time", None)
+        queue_time = (getattr(own, "attributes", None) or {}).get(names.JOB_QUEUE_TIME)
+        run = RunHandle(
+            job, own, None if started is None else started / 1e9, queue_time
+        )
     run.span.set_attribute(names.REPORTED_BY_PARENT, True)
     end_run(run, outcome, error)
 

@@ -1,0 +1,60 @@
+"""Job metrics from real Celery workers, checked over OTLP/HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobtrace._receiver import METRICS_PATH, OtlpReceiver
+
+from ..tracing import duplicate_series, job_counts
+from .workers import celery_worker, producer
+
+pytestmark = pytest.mark.integration
+
+WAIT = 60
+METRICS_ENV = {"OTEL_METRIC_EXPORT_INTERVAL": "500"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--pool", "prefork", "--concurrency", "2", "--max-tasks-per-child", "2"),
+        ("--pool", "solo"),
+    ],
+    ids=["prefork-recycled", "solo"],
+)
+def test_counts_match_jobs(
+    redis_url: str,
+    receiver: OtlpReceiver,
+    instrumented_producer: None,
+    options: tuple[str, ...],
+) -> None:
+    """Received run counts equal the jobs run, per outcome, in one series each."""
+    with celery_worker(receiver, redis_url, *options, env=METRICS_ENV) as (_, queue):
+        app = producer(redis_url, queue)
+        adds = [app.send_task("it.add", args=(i, i)) for i in range(7)]
+        fails = [app.send_task("it.fail") for _ in range(3)]
+        assert [r.get(timeout=WAIT) for r in adds] == [2 * i for i in range(7)]
+        for result in fails:
+            with pytest.raises(ValueError):
+                result.get(timeout=WAIT)
+
+    counts = job_counts(receiver)
+    consumed = job_counts(receiver, "messaging.client.consumed.messages")
+    assert counts[("it.add", "success")] == 7
+    assert counts[("it.fail", "failure")] == 3
+    assert consumed == counts
+    assert sum(job_counts(receiver, "jobtrace.job.queue_time").values()) == 10
+    assert duplicate_series(receiver) == []
+
+
+def test_exporter_none_sends_no_metrics(redis_url: str, receiver: OtlpReceiver) -> None:
+    """OTEL_METRICS_EXPORTER=none sends no metrics, and traces still arrive."""
+    options = ("--pool", "prefork", "--concurrency", "1")
+    env = {**METRICS_ENV, "OTEL_METRICS_EXPORTER": "none"}
+    with celery_worker(receiver, redis_url, *options, env=env) as (_, queue):
+        result = producer(redis_url, queue).send_task("it.add", args=(1, 2))
+        assert result.get(timeout=WAIT) == 3
+
+    receiver.wait_for_spans(1, timeout=WAIT, name_prefix="process ")
+    assert receiver.request_count(METRICS_PATH) == 0

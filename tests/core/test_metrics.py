@@ -1,0 +1,235 @@
+"""Job metrics recorded from jobtrace's job events."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+
+import jobtrace
+from jobtrace import _handoff, _metrics, _provider
+from jobtrace._handoff import HandoffProcessor
+
+JOB = jobtrace.Job("rq", "shop.tasks.charge", id="job-1", queue="default")
+
+
+@pytest.fixture
+def reader(exporter: InMemorySpanExporter) -> Iterator[InMemoryMetricReader]:
+    """Record jobtrace's metrics into memory."""
+    memory = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[memory])
+    _metrics._state = _metrics._Recorder(meters.get_meter("tests"), None)
+    yield memory
+    _metrics._reset_for_tests()
+    meters.shutdown()
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Return the data points of each metric, by metric name."""
+    data = reader.get_metrics_data()
+    found: dict[str, list[Any]] = {}
+    if data is None:
+        return found
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def test_run_recorded_once(reader: InMemoryMetricReader) -> None:
+    """A run adds one duration, one consumed message and one queue time."""
+    run = jobtrace.begin_run(JOB, {"jobtrace_sent_at": "1.0"})
+    jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+
+    found = points(reader)
+    (duration,) = found["messaging.process.duration"]
+    (consumed,) = found["messaging.client.consumed.messages"]
+    (queue_time,) = found["jobtrace.job.queue_time"]
+    assert duration.count == 1
+    assert consumed.value == 1
+    assert queue_time.count == 1
+    assert dict(duration.attributes) == {
+        "messaging.system": "rq",
+        "messaging.destination.name": "default",
+        "jobtrace.job.name": "shop.tasks.charge",
+        "messaging.operation.name": "process",
+        "jobtrace.job.outcome": "success",
+    }
+    assert "jobtrace.job.outcome" not in queue_time.attributes
+    assert tuple(duration.explicit_bounds) == _metrics.DURATION_BUCKETS
+
+
+def test_failure_carries_error_type(reader: InMemoryMetricReader) -> None:
+    """A failed run's series carries error.type and outcome failure."""
+    run = jobtrace.begin_run(JOB, {})
+    jobtrace.end_run(run, jobtrace.Outcome.FAILURE, ValueError("bad"))
+
+    (duration,) = points(reader)["messaging.process.duration"]
+    assert duration.attributes["error.type"] == "ValueError"
+    assert duration.attributes["jobtrace.job.outcome"] == "failure"
+    assert "jobtrace.job.queue_time" not in points(reader)
+
+
+def test_no_unbounded_attributes(reader: InMemoryMetricReader) -> None:
+    """Job ids and attempts never become metric attributes."""
+    job = jobtrace.Job("rq", "shop.tasks.charge", id="unique-id", attempt=3)
+    carrier: dict[str, Any] = {}
+    jobtrace.end_send(jobtrace.begin_send(job, carrier))
+    jobtrace.end_run(jobtrace.begin_run(job, carrier), jobtrace.Outcome.RETRY)
+
+    for series in points(reader).values():
+        for point in series:
+            assert "messaging.message.id" not in point.attributes
+            assert "jobtrace.job.attempt" not in point.attributes
+
+
+def test_send_recorded(reader: InMemoryMetricReader) -> None:
+    """An enqueue adds one operation duration and one sent message."""
+    handle = jobtrace.begin_send(JOB, {})
+    jobtrace.end_send(handle, ConnectionError("broker down"))
+
+    found = points(reader)
+    (duration,) = found["messaging.client.operation.duration"]
+    (sent,) = found["messaging.client.sent.messages"]
+    assert duration.count == 1
+    assert sent.value == 1
+    assert sent.attributes["error.type"] == "ConnectionError"
+    assert sent.attributes["messaging.operation.name"] == "send"
+    assert tuple(duration.explicit_bounds) == _metrics.SEND_BUCKETS
+
+
+def test_reported_run_recorded(reader: InMemoryMetricReader) -> None:
+    """A run reported by a parent process counts like any other run."""
+    jobtrace.report_run(JOB, {}, jobtrace.Outcome.KILLED, start_time=1.0)
+
+    (duration,) = points(reader)["messaging.process.duration"]
+    assert duration.attributes["jobtrace.job.outcome"] == "killed"
+    assert duration.attributes["error.type"] == "killed"
+    assert duration.sum > 1.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_child_measurements_recorded_in_parent(
+    reader: InMemoryMetricReader,
+) -> None:
+    """A forked child with a span pipe sends its measurements to the parent."""
+    provider = TracerProvider()
+    processor = HandoffProcessor(SimpleSpanProcessor(InMemorySpanExporter()))
+    provider.add_span_processor(processor)
+    _handoff.activate(processor)
+    pipe = jobtrace.open_span_pipe()
+    assert pipe is not None
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            pipe.use_in_child()
+            for _ in range(3):
+                run = jobtrace.begin_run(JOB, {})
+                jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+            # Nothing was recorded in the child's own copy of the reader.
+            code = 0 if not points(reader) else 3
+        finally:
+            os._exit(code)
+    pipe.use_in_parent()
+    _, status = os.waitpid(pid, 0)
+    pipe.collect()
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    (duration,) = points(reader)["messaging.process.duration"]
+    assert duration.count == 3
+
+
+class _CountingExporter(MetricExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports = 0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        self.exports += 1
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_inherited_exporter_silent_in_child() -> None:
+    """An exporter inherited through fork() sends nothing from the child."""
+    inner = _CountingExporter()
+    exporter = _metrics._OwnProcessExporter(inner)
+
+    pid = os.fork()
+    if pid == 0:
+        result = exporter.export(MetricsData(resource_metrics=[]))
+        os._exit(0 if result is MetricExportResult.SUCCESS and not inner.exports else 3)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    exporter.export(MetricsData(resource_metrics=[]))
+    assert inner.exports == 1
+
+
+def test_exporter_none_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_METRICS_EXPORTER=none builds no meter provider."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    _provider._reset_for_tests()
+    try:
+        _metrics.build()
+        assert _metrics.provider() is None
+    finally:
+        _provider._reset_for_tests()
+
+
+def test_provider_has_own_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The meter provider's resource names this process's own instance."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    # The global provider can be set once per process; keep it for others.
+    monkeypatch.setattr(_metrics.metrics, "set_meter_provider", lambda provider: None)
+    _provider._reset_for_tests()
+    try:
+        _metrics.build()
+        built = _metrics.provider()
+        assert built is not None
+        attributes = built._sdk_config.resource.attributes
+        assert attributes["jobtrace.component"] == "web"
+        assert len(str(attributes["service.instance.id"])) == 36
+        built.shutdown()
+    finally:
+        _provider._reset_for_tests()
+
+
+def test_invalid_interval_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An invalid export interval falls back to the default with a warning."""
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "soon")
+
+    with caplog.at_level(logging.WARNING, logger="jobtrace._metrics"):
+        interval = _metrics._export_interval()
+
+    assert interval == _metrics.DEFAULT_EXPORT_INTERVAL_MS
+    assert "OTEL_METRIC_EXPORT_INTERVAL='soon'" in caplog.text
