@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rq import Queue
+from rq.command import send_stop_job_command
 from rq.job import JobStatus, Retry
 
 import jobtrace_rq
@@ -183,6 +184,30 @@ def test_horse_spans_open_at_kill_ended(
     assert open_span.attributes["jobtrace.span.ended_by_parent"] is True
     assert open_span.duration_s >= 0.4
     assert run.attributes["jobtrace.job.outcome"] == "killed"
+
+
+def test_stop_job_command_is_interrupted(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A job stopped with RQ's stop-job command is reported as interrupted."""
+    job = queue.enqueue(jobs.save_pid_then_sleep, 30)
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class="listening"
+    ) as worker:
+        wait_for_saved_pid(job)
+        send_stop_job_command(queue.connection, job.id)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (send,) = by_name(receiver.spans(), "send tests.rq.jobs.save_pid_then_sleep")
+    assert job.get_status() == JobStatus.STOPPED
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert run.status_code == "ERROR"
+    assert "WorkHorseLostError" in str(run.attributes["error.type"])
+    assert "stopped" in run.status_message
+    assert run.resource["jobtrace.component"] == "worker"
+    assert link_pairs(run) == [(send.trace_id, send.span_id)]
 
 
 @pytest.mark.skipif(RQ_MAJOR < 2, reason="Repeat came in RQ 2.x")
