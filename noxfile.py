@@ -14,6 +14,9 @@ PACKAGES = (
     "packages/dramatiq_plugin",
 )
 TEST_TOOLS = ("pytest>=8", "pytest-celery>=1.1", "opentelemetry-proto", "redis>=5")
+# For the django-rq test. django-rq 3.0 and newer need RQ 2.x, so with RQ 1.16
+# the resolver picks django-rq 2.10.
+DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10")
 # The instrumentations the benchmark compares jobtrace with, and psutil for
 # the CPU time of a worker's process tree.
 BENCH_TOOLS = ("opentelemetry-instrumentation-celery", "sentry-sdk", "psutil")
@@ -32,7 +35,7 @@ def _run_tests(session: nox.Session, *pytest_args: str) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """Unit and integration tests on the newest supported releases."""
-    _install_project(session)
+    _install_project(session, *DJANGO_TOOLS)
     _run_tests(session)
 
 
@@ -48,7 +51,7 @@ def celery_versions(session: nox.Session, celery: str) -> None:
 @nox.parametrize("rq", ["1.16.2", "2.12.0", "3.0.0"])
 def rq_versions(session: nox.Session, rq: str) -> None:
     """Run the RQ tests on the oldest supported RQ, the last 2.x and the newest."""
-    _install_project(session, f"rq=={rq}")
+    _install_project(session, f"rq=={rq}", *DJANGO_TOOLS)
     _run_tests(session, "tests/rq")
 
 

@@ -461,6 +461,17 @@ def test_no_previous_attempt(
     assert names.PREVIOUS_ATTEMPT_HEADER not in carrier
 
 
+def test_no_previous_attempt_without_retry(exporter: InMemorySpanExporter) -> None:
+    """A running job that sends itself with retry=False gets no retry link."""
+    handle = begin_run(make_job(), {})
+    carrier: dict[str, Any] = {}
+    end_send(begin_send(make_job(), carrier, retry=False))
+    end_run(handle, Outcome.SUCCESS)
+
+    assert names.PREVIOUS_ATTEMPT_HEADER not in carrier
+    assert names.SENT_AT_HEADER in carrier
+
+
 def test_no_previous_attempt_detached(exporter: InMemorySpanExporter) -> None:
     """A run that was not attached is not current, so it gets no retry link."""
     handle = begin_run(make_job(), {}, attach=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,13 +18,20 @@ from .worker_classes import InProcessWorker
 
 RQ_MAJOR = int((jobtrace.host_version("rq") or "0").split(".")[0])
 
-#: Redis database of the RQ tests, apart from the other suites' databases.
+#: Redis database of the RQ tests, apart from the other suites' databases,
+#: unless JOBTRACE_TEST_REDIS_DB picks one for the whole test run.
 RQ_DB = 13
 
 
 @pytest.fixture(scope="session")
 def rq_url(redis_url: str) -> str:
-    """URL of the local Redis server, database 13."""
+    """URL of the local Redis server, database 13 or JOBTRACE_TEST_REDIS_DB.
+
+    Test runs that share one Redis server at the same time set
+    JOBTRACE_TEST_REDIS_DB to keep apart, so the RQ tests follow it too.
+    """
+    if os.environ.get("JOBTRACE_TEST_REDIS_DB"):
+        return redis_url
     return redis_url.rsplit("/", 1)[0] + f"/{RQ_DB}"
 
 

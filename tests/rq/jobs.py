@@ -90,3 +90,11 @@ def save_pid_then_sleep(seconds: float) -> str:
     job.save_meta()
     time.sleep(seconds)
     return "slept"
+
+
+def fail_until_second() -> str:
+    """Raise on the first attempt, for jobs that get requeued."""
+    current = jobtrace.current_job()
+    if current is None or current.attempt < 2:
+        raise KeyError("again")
+    return "done"

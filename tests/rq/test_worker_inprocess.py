@@ -287,6 +287,20 @@ def test_uninstrument_restores_rq(exporter: Any, queue: Queue) -> None:
     assert exporter.get_finished_spans() == ()
 
 
+@pytest.mark.skipif(RQ_MAJOR < 2, reason="Repeat came in RQ 2.x")
+def test_uninstrument_restores_classmethod(exporter: Any) -> None:
+    """After uninstrument, Repeat.schedule is RQ's classmethod object again."""
+    from rq.repeat import Repeat
+
+    original = vars(Repeat)["schedule"]
+    jobtrace_rq.instrument()
+    wrapped = vars(Repeat)["schedule"]
+    jobtrace_rq.uninstrument()
+
+    assert wrapped is not original
+    assert vars(Repeat)["schedule"] is original
+
+
 def test_instrument_twice_wraps_once(instrumented: Any, queue: Queue) -> None:
     """A second instrument() call adds no second wrapper."""
     count = len(_hooks._installed)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rq import Queue
+from rq.command import send_stop_job_command
 from rq.job import JobStatus, Retry
 
 import jobtrace_rq
@@ -183,6 +184,63 @@ def test_horse_spans_open_at_kill_ended(
     assert open_span.attributes["jobtrace.span.ended_by_parent"] is True
     assert open_span.duration_s >= 0.4
     assert run.attributes["jobtrace.job.outcome"] == "killed"
+
+
+def test_stop_job_command_is_interrupted(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A job stopped with RQ's stop-job command is reported as interrupted."""
+    job = queue.enqueue(jobs.save_pid_then_sleep, 30)
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class="listening"
+    ) as worker:
+        wait_for_saved_pid(job)
+        send_stop_job_command(queue.connection, job.id)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (send,) = by_name(receiver.spans(), "send tests.rq.jobs.save_pid_then_sleep")
+    assert job.get_status() == JobStatus.STOPPED
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert run.status_code == "ERROR"
+    assert "WorkHorseLostError" in str(run.attributes["error.type"])
+    assert "stopped" in run.status_message
+    assert run.resource["jobtrace.component"] == "worker"
+    assert link_pairs(run) == [(send.trace_id, send.span_id)]
+
+
+@pytest.mark.skipif(RQ_MAJOR < 2, reason="Repeat came in RQ 2.x")
+def test_repeats_link_to_own_sends(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """Each repeated run links to a send span inside the run before it."""
+    from rq import Repeat
+
+    # One repeat follows at once and the other after 1 s, through RQ's
+    # scheduler. RQ 2.12 takes the intervals from the end of the list and
+    # RQ 3.0 from the start, so either order covers both.
+    job = queue.enqueue(jobs.add, 1, 2, repeat=Repeat(times=2, interval=[0, 1]))
+    with rq_worker(receiver, rq_url, queue.name, "--with-scheduler"):
+        found = process_spans_for(receiver, {job.id}, count=3)[job.id]
+
+    runs = sorted(found, key=lambda span: span.start_ns)
+    sends = by_name(receiver.spans(), "send tests.rq.jobs.add")
+    sends_by_id = {send.span_id: send for send in sends}
+    assert len(runs) == 3
+    assert len(sends) == 3
+    for run in runs:
+        assert run.attributes["jobtrace.job.outcome"] == "success"
+        assert run.attributes["jobtrace.job.attempt"] == 1
+        assert len(run.links) == 1
+        assert run.links[0][2] == {"jobtrace.link.type": "send"}
+    first_send = sends_by_id[runs[0].links[0][1]]
+    assert first_send.resource["jobtrace.component"] == "web"
+    for previous, current in itertools.pairwise(runs):
+        send = sends_by_id[current.links[0][1]]
+        assert send.parent_span_id == previous.span_id
+        assert send.trace_id == previous.trace_id
+        assert send.resource["jobtrace.component"] == "worker"
 
 
 def test_dependent_links_to_creation(

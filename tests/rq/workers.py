@@ -22,11 +22,12 @@ SERVICE_NAME = "jobtrace-rq-it"
 WAIT = 60
 
 #: Worker classes by test parameter; see worker_classes.py for why these
-#: subclasses leave out RQ's command listener.
+#: subclasses leave out RQ's command listener or shorten its poll.
 WORKER_CLASSES = {
     "forking": "tests.rq.worker_classes.ForkingWorker",
     "simple": "tests.rq.worker_classes.InProcessWorker",
     "spawn": "tests.rq.worker_settings.SpawningWorker",
+    "listening": "tests.rq.worker_classes.ListeningWorker",
 }
 
 

@@ -88,11 +88,16 @@ def current_job() -> Job | None:
     return run.job if isinstance(run, RunHandle) else None
 
 
-def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
+def begin_send(
+    job: Job, carrier: MutableMapping[str, Any], *, retry: bool = True
+) -> SendHandle:
     """Open the send span of ``job`` and write its context into ``carrier``.
 
     The span is not made current, so a job that enqueues another job keeps
-    its own span as the current one.
+    its own span as the current one. A job that enqueues itself while it
+    runs is taken as retrying, and its next run links to the current run
+    as its previous attempt. Pass ``retry=False`` when the job runs again
+    for another reason, such as a repeat of a run that succeeded.
     """
     span = _provider.tracer().start_span(
         f"send {job.name}",
@@ -105,9 +110,9 @@ def begin_send(job: Job, carrier: MutableMapping[str, Any]) -> SendHandle:
     if mode in PROPAGATION_MODES:
         carrier[names.PROPAGATION_HEADER] = mode
 
-    # A job that enqueues itself again is retrying: the next attempt links
-    # to this one.
-    run = context.get_value(_RUN_KEY)
+    # A job that enqueues itself again is retrying unless the caller passed
+    # retry=False, and its next attempt links to this run.
+    run = context.get_value(_RUN_KEY) if retry else None
     if isinstance(run, RunHandle) and job.id is not None and run.job.id == job.id:
         previous = _carrier.traceparent_of(run.span)
         if previous is not None:

@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import wrapt
-from opentelemetry.instrumentation.utils import unwrap
 
 import jobtrace
 from jobtrace import Guard
@@ -23,8 +22,8 @@ from jobtrace_rq import _reports
 from jobtrace_rq._propagation import (
     ATTEMPT_FIELD,
     ETA_FIELD,
-    attempt_of,
     job_from_rq,
+    next_attempt,
     read_carrier,
     to_timestamp,
     write_carrier,
@@ -85,6 +84,7 @@ def _send(
     *,
     eta: Any = None,
     retry: bool = False,
+    attempt: int | None = None,
 ) -> Any:
     active = _active_send.get()
     if active is not None and active[0] is job:
@@ -94,7 +94,7 @@ def _send(
 
     handle = token = None
     with _BEGIN_SEND:
-        handle, carrier = _begin_send(job, queue, eta, retry)
+        handle, carrier = _begin_send(job, queue, eta, retry, attempt)
         token = _active_send.set((job, carrier))
     try:
         result = wrapped(*args, **kwargs)
@@ -108,22 +108,20 @@ def _send(
 
 
 def _begin_send(
-    job: Any, queue: str | None, eta: Any, retry: bool
+    job: Any, queue: str | None, eta: Any, retry: bool, attempt: int | None = None
 ) -> tuple[jobtrace.SendHandle, dict[str, Any]]:
+    # ``attempt`` is the next run's attempt number when the caller sets it,
+    # as for requeued and repeated jobs. A retry's number is computed here.
     carrier: dict[str, Any] = {}
-    attempt = 1
     if retry:
-        current = jobtrace.current_job()
-        if current is not None and current.id == job.id:
-            attempt = current.attempt + 1
-        else:
-            attempt = attempt_of(job, read_carrier(job)) + 1
+        attempt = next_attempt(job)
         _retried.put(_run_key(job), True)
-    if attempt > 1:
+    if attempt is not None:
         carrier[ATTEMPT_FIELD] = str(attempt)
     _record_eta(carrier, eta)
 
-    handle = jobtrace.begin_send(job_from_rq(job, carrier, queue), carrier)
+    described = job_from_rq(job, carrier, queue)
+    handle = jobtrace.begin_send(described, carrier, retry=retry)
     write_carrier(job, carrier)
     return handle, carrier
 
@@ -321,6 +319,8 @@ def _targets() -> list[tuple[type, str, Any]]:
     from rq.job import Job
     from rq.queue import Queue
 
+    from jobtrace_rq import _resends
+
     targets: list[tuple[type, str, Any]] = [
         (Queue, "enqueue_job", _wrapped_enqueue_job),
         (Queue, "schedule_job", _wrapped_schedule_job),
@@ -331,6 +331,7 @@ def _targets() -> list[tuple[type, str, Any]]:
     # RQ 2.x and newer re-enqueue a job that returns Retry through here.
     if "_handle_retry_result" in vars(Job):
         targets.append((Job, "_handle_retry_result", _wrapped_retry))
+    targets.extend(_resends.targets())
 
     names = ("Worker", "SimpleWorker", "SpawnWorker")
     classes = [getattr(worker, name) for name in names if hasattr(worker, name)]
@@ -362,11 +363,19 @@ def install() -> None:
         _installed.append((owner, method))
 
 
+def _unwrap(owner: type, method: str) -> None:
+    # Read the wrapper from the class's own dict, because getattr() would
+    # bind a wrapped classmethod and restore it as a bound method.
+    original = getattr(vars(owner).get(method), "__wrapped__", None)
+    if original is not None:
+        setattr(owner, method, original)
+
+
 def remove() -> None:
     """Undo :func:`install`: restore RQ's original methods."""
     while _installed:
         owner, method = _installed.pop()
-        unwrap(owner, method)
+        _unwrap(owner, method)
     _runs.clear()
     _retried.clear()
     _reports.clear()

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import jobtrace
 from jobtrace import Job
 
 SYSTEM = "rq"
@@ -58,6 +59,18 @@ def attempt_of(job: Any, carrier: Mapping[str, Any]) -> int:
         return max(1, int(recorded))
     retries = getattr(job, "number_of_retries", None)
     return 1 + retries if isinstance(retries, int) and retries > 0 else 1
+
+
+def next_attempt(job: Any) -> int:
+    """Return the attempt number of the run after the job's latest one.
+
+    Inside the job's own run that is the run's attempt plus one, elsewhere
+    the attempt that the job's carrier recorded for its latest run plus one.
+    """
+    current = jobtrace.current_job()
+    if current is not None and current.id == job.id:
+        return current.attempt + 1
+    return attempt_of(job, read_carrier(job)) + 1
 
 
 def to_timestamp(value: Any) -> float | None:
