@@ -13,8 +13,10 @@ from rq import Queue
 
 import jobtrace
 import jobtrace_rq
+from jobtrace._receiver import OtlpReceiver
 
 from .worker_classes import InProcessWorker
+from .workers import traced_producer
 
 RQ_MAJOR = int((jobtrace.host_version("rq") or "0").split(".")[0])
 
@@ -64,3 +66,12 @@ def work(queue: Queue) -> None:
     InProcessWorker([queue], connection=queue.connection).work(
         burst=True, logging_level="WARNING"
     )
+
+
+@pytest.fixture
+def producer(receiver: OtlpReceiver) -> Iterator[None]:
+    """Instrument this process as a producer that exports to the receiver."""
+    with traced_producer(receiver):
+        jobtrace_rq.instrument()
+        yield
+        jobtrace_rq.uninstrument()

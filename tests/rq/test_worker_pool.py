@@ -17,7 +17,6 @@ import pytest
 from rq import Queue
 
 import jobtrace
-import jobtrace_rq
 from jobtrace._receiver import OtlpReceiver
 
 from . import jobs
@@ -28,7 +27,6 @@ from .workers import (
     link_pairs,
     process_spans_for,
     stop,
-    traced_producer,
     wait_for_exit,
     worker_env,
 )
@@ -40,15 +38,6 @@ pytestmark = [
         reason=f"RQ {jobtrace.host_version('rq')} has no rq worker-pool command",
     ),
 ]
-
-
-@pytest.fixture
-def producer(receiver: OtlpReceiver) -> Iterator[None]:
-    """Instrument this process as a producer that exports to the receiver."""
-    with traced_producer(receiver):
-        jobtrace_rq.instrument()
-        yield
-        jobtrace_rq.uninstrument()
 
 
 @contextmanager

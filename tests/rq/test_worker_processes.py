@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from rq import Queue
 from rq.command import send_stop_job_command
 from rq.job import JobStatus, Retry
 
-import jobtrace_rq
 from jobtrace._receiver import OtlpReceiver
 
 from . import jobs
@@ -31,21 +29,11 @@ from .workers import (
     link_pairs,
     process_spans_for,
     rq_worker,
-    traced_producer,
     wait_for_exit,
     wait_for_saved_pid,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def producer(receiver: OtlpReceiver) -> Iterator[None]:
-    """Instrument this process as a producer that exports to the receiver."""
-    with traced_producer(receiver):
-        jobtrace_rq.instrument()
-        yield
-        jobtrace_rq.uninstrument()
 
 
 def test_forking_worker_delivers_every_span(

@@ -84,8 +84,9 @@ class ReceivedPoint:
     """One metric data point as the receiver decoded it.
 
     ``kind`` is ``sum``, ``gauge`` or ``histogram``. For a histogram,
-    ``value`` is the sum of the recorded values and ``count`` their number;
-    for a sum or gauge, ``value`` is the point's value and ``count`` is None.
+    ``value`` is the sum of the recorded values and ``count`` is their
+    number. For a sum or gauge, ``value`` is the point's value and ``count``
+    is None.
     ``series`` identifies the time series: metric name, point attributes and
     resource attributes.
     """
