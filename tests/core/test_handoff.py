@@ -404,3 +404,37 @@ def test_open_spans_end_after_grace(
     assert span.name == "left open"
     assert span.attributes["jobtrace.span.ended_by_parent"] is True
     assert span.status.status_code is StatusCode.ERROR
+
+
+def test_reader_survives_processor_error(pipeline: Pipeline) -> None:
+    """An error while queuing one child's span leaves the reader running."""
+    failing = {"left": 1}
+    original = pipeline.processor.processor.on_end
+
+    def fail_once(span: ReadableSpan) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("processor broke")
+        original(span)
+
+    pipeline.processor.processor.on_end = fail_once  # type: ignore[method-assign]
+    first, second = open_pipe(), open_pipe()
+
+    def body() -> int:
+        with pipeline.tracer.start_as_current_span("child span"):
+            pass
+        return 0
+
+    assert exit_code(fork_child(first, body)) == 0
+    deadline = time.monotonic() + 5
+    while failing["left"]:
+        assert time.monotonic() < deadline, "the reader never read the first pipe"
+        time.sleep(0.05)
+    assert exit_code(fork_child(second, body)) == 0
+    deadline = time.monotonic() + 5
+    while not pipeline.exporter.get_finished_spans():
+        assert time.monotonic() < deadline, "the reader stopped after the error"
+        time.sleep(0.05)
+    first.collect()
+    second.collect()
+    assert [s.name for s in pipeline.exporter.get_finished_spans()] == ["child span"]

@@ -46,6 +46,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from jobtrace import _names as names
+from jobtrace._guard import Guard
 
 try:
     import fcntl
@@ -515,7 +516,9 @@ class _Collector:
                 ready = self._selector.select(timeout=0.5)
             except (OSError, ValueError):
                 continue
-            with self._lock:
+            # The thread must outlive any error: children block once their
+            # pipe is full and nobody reads it.
+            with _READER, self._lock:
                 for key, _ in ready:
                     if key.fd in self._streams:
                         self._read(key.fd)
@@ -631,6 +634,9 @@ def _measured(values: tuple[Any, ...]) -> None:
         handler(values)
     except Exception:
         log.exception("Recording a child's job measurement failed")
+
+
+_READER = Guard("handoff.reader")
 
 
 def _running_collector() -> _Collector:
