@@ -775,7 +775,11 @@ def _encode_attributes(attributes: Attributes) -> dict[str, Any]:
     return dict(attributes) if attributes else {}
 
 
-def _with_dropped(attributes: dict[str, Any], dropped: int) -> BoundedAttributes:
+def _with_dropped(attributes: dict[str, Any], dropped: int) -> Attributes:
+    # The SDK checked every value in the child already. BoundedAttributes
+    # would check them again, so it is only built to carry a dropped count.
+    if not dropped:
+        return attributes
     bounded = BoundedAttributes(attributes=attributes, immutable=True)
     bounded.dropped = dropped
     return bounded
