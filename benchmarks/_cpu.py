@@ -4,7 +4,8 @@
 usually 10 ms, which is 20 µs per job over 500 jobs. The kernel's process
 CPU clock, read with ``clock_getcpuclockid`` and ``clock_gettime``, counts
 nanoseconds, and it includes threads that already ended, such as the
-thread that a bounded flush runs in.
+thread that a bounded flush runs in. Processes that already ended, such as
+RQ's work horses, are known only in ticks.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ _getcpuclockid = getattr(_libc, "clock_getcpuclockid", None)
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """Return the CPU seconds (user plus system) of ``pid`` and its children."""
+    """Return the CPU seconds (user plus system) of ``pid`` and its children.
+
+    Children that already exited count too, once their parent has reaped
+    them, as RQ's forking worker reaps each work horse. The kernel then adds
+    a reaped child's CPU time to its parent's ``children_user`` and
+    ``children_system``, which count clock ticks, so each reading of a tree
+    with reaped children is exact to one tick (usually 10 ms).
+    """
     root = psutil.Process(pid)
     total = 0.0
     for process in (root, *root.children(recursive=True)):
         try:
-            total += process_cpu_seconds(process)
+            total += process_cpu_seconds(process) + reaped_cpu_seconds(process)
         except psutil.NoSuchProcess:
             continue
     return total
@@ -42,6 +50,12 @@ def process_cpu_seconds(process: psutil.Process) -> float:
     # Without the clock, fall back to /proc's tick-based figures.
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def reaped_cpu_seconds(process: psutil.Process) -> float:
+    """Return the CPU seconds of the children that ``process`` has reaped."""
+    times = process.cpu_times()
+    return float(times.children_user + times.children_system)
 
 
 def _cpu_clock(pid: int) -> int | None:

@@ -12,6 +12,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds to wait for a killed process to be reaped.
 STOP_TIMEOUT = 20.0
@@ -50,16 +52,26 @@ def running(
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Kill ``process`` and the rest of its process group, then reap it.
+    """Kill ``process``, the rest of its process group and its children.
 
     The measurement is over by the time a process is stopped, and a warm
     shutdown of a Celery worker takes 1 to 2 s, mostly waiting for its
-    broker poll to return, so the group is killed without one.
+    broker poll to return, so the group is killed without one. Children
+    are killed one by one as well, because an RQ work horse moves to a
+    process group of its own.
     """
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+
     # Until the leader is reaped, its process id is the group's id, so the
     # signal cannot reach another group.
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    for child in children:
+        with suppress(psutil.NoSuchProcess):
+            child.kill()
     process.wait(timeout=STOP_TIMEOUT)
 
 
