@@ -3,7 +3,9 @@
 The benchmark points every exporter at this server, so the cost of sending
 telemetry is real but nothing leaves the machine. The server only counts
 what it receives: OTLP spans, to check that a setup exported a span per
-job, and Sentry transactions, for the same check on sentry-sdk.
+job, and Sentry transactions, for the same check on sentry-sdk. Consumer
+and producer spans are also counted on their own, because some
+instrumentations record more than one span per job or enqueue.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 HOST = "127.0.0.1"
 SPANS = "spans"
+#: Spans of kind CONSUMER: a job's run in the messaging conventions.
+CONSUMER_SPANS = "consumer spans"
+#: Spans of kind PRODUCER: an enqueue in the messaging conventions.
+PRODUCER_SPANS = "producer spans"
 TRANSACTIONS = "transactions"
 #: Requests whose body the sink could not decode or whose path it does not know.
 UNREADABLE = "unreadable"
@@ -73,7 +80,7 @@ class TelemetrySink:
             self._counts.clear()
 
     def count(self, kind: str) -> int:
-        """Return the number of ``SPANS``, ``TRANSACTIONS`` or ``UNREADABLE``."""
+        """Return the number of items of ``kind``, such as ``SPANS``."""
         with self._changed:
             return self._counts[kind]
 
@@ -93,8 +100,12 @@ class TelemetrySink:
 
     def add(self, kind: str, number: int) -> None:
         """Count ``number`` received items of ``kind``."""
+        self.add_all(Counter({kind: number}))
+
+    def add_all(self, counts: Counter[str]) -> None:
+        """Count the received items of every kind in ``counts``."""
         with self._changed:
-            self._counts[kind] += number
+            self._counts.update(counts)
             self._changed.notify_all()
 
 
@@ -124,8 +135,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._respond(413)
             return
         body = self.rfile.read(length)
-        kind, number = _count_items(self.path, self.headers, body)
-        self.server.sink.add(kind, number)
+        self.server.sink.add_all(_count_items(self.path, self.headers, body))
         self._respond(200)
 
     def _respond(self, status: int) -> None:
@@ -138,17 +148,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Keep the benchmark's output to its table."""
 
 
-def _count_items(path: str, headers: Message, body: bytes) -> tuple[str, int]:
+def _count_items(path: str, headers: Message, body: bytes) -> Counter[str]:
     decoded = _decompress(headers.get("Content-Encoding"), body)
     path = path.split("?", 1)[0]
     try:
         if decoded is not None and path == TRACES_PATH:
-            return SPANS, _count_spans(decoded)
+            return _count_spans(decoded)
         if decoded is not None and path.endswith(ENVELOPE_SUFFIX):
-            return TRANSACTIONS, _count_transactions(decoded)
+            return Counter({TRANSACTIONS: _count_transactions(decoded)})
     except (DecodeError, ValueError):
         pass
-    return UNREADABLE, 1
+    return Counter({UNREADABLE: 1})
 
 
 def _decompress(encoding: str | None, body: bytes) -> bytes | None:
@@ -164,14 +174,19 @@ def _decompress(encoding: str | None, body: bytes) -> bytes | None:
     return body if encoding == "identity" else None
 
 
-def _count_spans(body: bytes) -> int:
+def _count_spans(body: bytes) -> Counter[str]:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
-    return sum(
-        len(scope.spans)
-        for resource in request.resource_spans
-        for scope in resource.scope_spans
-    )
+    counts: Counter[str] = Counter({SPANS: 0})
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            counts[SPANS] += len(scope.spans)
+            for span in scope.spans:
+                if span.kind == Span.SPAN_KIND_CONSUMER:
+                    counts[CONSUMER_SPANS] += 1
+                elif span.kind == Span.SPAN_KIND_PRODUCER:
+                    counts[PRODUCER_SPANS] += 1
+    return counts
 
 
 def _count_transactions(body: bytes) -> int:
