@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from benchmarks import celery_app
+from benchmarks._producer import time_enqueues
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,24 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     celery_app.instrument_producer()
-    # The warm-up opens the broker connection and, for the instrumented
-    # setups, builds the tracer or client and its export thread.
-    _enqueue(args.warmup)
-    celery_app.flush_telemetry()
-
-    cpu_start = time.process_time()
-    wall_start = time.perf_counter()
-    _enqueue(args.calls)
-    celery_app.flush_telemetry()
-    wall = time.perf_counter() - wall_start
-    cpu = time.process_time() - cpu_start
-
-    print(json.dumps({"calls": args.calls, "wall": wall, "cpu": cpu}))
-
-
-def _enqueue(count: int) -> None:
-    for _ in range(count):
-        celery_app.noop.delay()
+    result = time_enqueues(
+        celery_app.noop.delay, celery_app.flush_telemetry, args.calls, args.warmup
+    )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
