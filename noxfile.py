@@ -19,7 +19,12 @@ TEST_TOOLS = ("pytest>=8", "pytest-celery>=1.1", "opentelemetry-proto", "redis>=
 DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10")
 # The instrumentations the benchmark compares jobtrace with, and psutil for
 # the CPU time of a worker's process tree.
-BENCH_TOOLS = ("opentelemetry-instrumentation-celery", "sentry-sdk", "psutil")
+BENCH_TOOLS = (
+    "opentelemetry-instrumentation-celery",
+    "opentelemetry-instrumentation-rq",
+    "sentry-sdk",
+    "psutil",
+)
 LINT_PATHS = ("packages", "tests", "benchmarks", "noxfile.py")
 
 

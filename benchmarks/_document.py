@@ -20,12 +20,26 @@ NOTES_MARKER = (
 METHOD = """\
 - **Worker side.** For every round, worker type and setup, an uninstrumented
   producer first enqueues a start marker, the no-op jobs and an end marker on a
-  fresh queue in Redis, and only then a `celery worker` subprocess starts
-  (`--without-heartbeat --without-gossip --without-mingle`, remote control
-  off). The start marker records the time and the CPU time (user plus system)
-  of the worker's whole process tree; the end marker first flushes the setup's
-  exporter, then records the same. Jobs/s and CPU µs/job cover the jobs
-  between the markers, export included, start-up and shutdown excluded.
+  fresh queue in Redis, and only then the worker subprocess starts. The start
+  marker records the time and the CPU time (user plus system) of the worker's
+  whole process tree, and the end marker first flushes the setup's exporter,
+  then records the same. Jobs/s and CPU µs/job cover the jobs between the
+  markers, export included, start-up and shutdown excluded.
+- **Celery workers** run as `celery worker` (`--without-heartbeat
+  --without-gossip --without-mingle`, remote control off) and are killed
+  after the end marker.
+- **RQ workers** run as `rq worker --burst` and exit by themselves once the
+  queue is empty. Their worker classes leave out RQ's command listener, whose
+  pubsub thread can delay a worker's exit by 60 s with redis-py 8.2. The
+  forking `Worker` runs each job in a new work horse, whose CPU time counts
+  once the worker has reaped it (to one clock tick per reading). The forking
+  Worker records both markers in its own process. It records the start
+  marker once that marker's horse has exited, and the end marker before
+  that marker's horse starts, after a flush of the worker's exporter. So its
+  figures cover the measured jobs only, including the export of spans that
+  horses hand over to the worker. RQ workers run fewer jobs per second than
+  Celery's, so they drain fewer jobs per round, as the description of the
+  run above lists.
 - **Overheads are paired.** A round runs every setup back to back, and each
   ratio or extra cost is computed against the same round's uninstrumented
   run before the median over rounds is taken. Cells read
@@ -34,7 +48,9 @@ METHOD = """\
   span or Sentry transaction reached the benchmark's loopback HTTP server.
   Every exporter sends there; nothing leaves the machine. sentry-sdk drops
   transactions when its transport queue (100 items by default) is full, so
-  below 100% its figures leave out the cost of sending the dropped ones.
+  below 100% its figures leave out the cost of sending the dropped ones. For
+  RQ the count is of spans of kind CONSUMER per job (PRODUCER per enqueue),
+  taken after the burst worker has exited, and includes the two marker jobs.
 - **Setups.** jobtrace: `jobtrace_celery.instrument()` in the app module.
   opentelemetry-instrumentation-celery: an SDK `TracerProvider` with
   `BatchSpanProcessor` and the OTLP/HTTP exporter, set up with
@@ -44,11 +60,33 @@ METHOD = """\
   in `celeryd_init`, as Sentry's Celery guide shows, with the integrations it
   enables by default (RedisIntegration among them). SDK batch and queue
   settings are left at their defaults. The app is `benchmarks/celery_app.py`.
+- **RQ setups** are made in the settings module that `rq worker -c` loads,
+  `benchmarks/rq_app.py`, before the first fork. jobtrace calls
+  `jobtrace_rq.instrument()`. opentelemetry-instrumentation-rq calls
+  `RQInstrumentor().instrument()`, with the same SDK provider, processor and
+  exporter as for Celery. sentry-sdk calls
+  `sentry_sdk.init(traces_sample_rate=1.0, integrations=[RqIntegration()])`,
+  as Sentry's RQ guide shows. A setup that does not install, or whose setup
+  raises with the installed RQ, is listed with the reason instead of figures.
+- **Cost of delivering the horse's spans.** RQ ends each work horse of its
+  forking `Worker` with `os._exit`, so a setup must export the horse's spans
+  or hand them to the worker before then. The extra ms and CPU µs per job
+  against the same round's uninstrumented forking Worker are that cost,
+  span recording included. The column "beyond SimpleWorker's" subtracts the
+  same setup's extra CPU per job on SimpleWorker in the same round, which
+  leaves the cost of getting the spans out of each horse.
 - **Producer side.** A fresh process per setup and round makes the warm-up
-  enqueues, then times the measured `delay()` calls and a final flush of the
-  exporter with `time.perf_counter()` (wall) and `time.process_time()` (CPU of
-  all its threads). The enqueues run outside any span or transaction, so
-  sentry-sdk records no span for them and only adds its trace headers.
+  enqueues (`delay()` for Celery, `Queue.enqueue()` for RQ), then times the
+  measured ones and a final flush of the exporter with `time.perf_counter()`
+  (wall) and `time.process_time()` (CPU of all its threads). The enqueues run
+  outside any span or transaction, so sentry-sdk records no span for them
+  and only adds its trace headers (Celery) or nothing (RQ).
+- **Targets.** jobtrace's extra worker CPU per job and extra time and CPU per
+  enqueue stay at most half of opentelemetry-instrumentation-celery's,
+  measured on the same Celery pool, on Celery prefork for RQ's SimpleWorker,
+  and on Celery's producer for RQ's producer. Throughput stays at least 0.96
+  of the uninstrumented worker's, and 0.90 on RQ's forking Worker, which must
+  also deliver every span. A target whose reference did not run is not measured.
 - **Noise.** The worker shares the machine's cores with Redis, the receiving
   HTTP server and the benchmark itself, and with anything else running. Compare
   figures within one run, and prefer a full run on an otherwise idle machine.

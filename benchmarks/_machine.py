@@ -17,9 +17,12 @@ DISTRIBUTIONS = (
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation-celery",
+    "rq",
+    "opentelemetry-instrumentation-rq",
     "sentry-sdk",
     "jobtrace",
     "jobtrace-celery",
+    "jobtrace-rq",
 )
 
 

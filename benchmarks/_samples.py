@@ -103,6 +103,27 @@ def spread(samples: Sequence[SampleT], value: Callable[[SampleT], float]) -> Spr
     return Spread.of([value(sample) for sample in samples])
 
 
+def group_samples(
+    samples: Sequence[SampleT], key: Callable[[SampleT], tuple[str, ...]]
+) -> dict[tuple[str, ...], dict[str, list[SampleT]]]:
+    """Group ``samples`` by ``key``, then by setup, keeping their order."""
+    groups: dict[tuple[str, ...], dict[str, list[SampleT]]] = {}
+    for sample in samples:
+        setups = groups.setdefault(key(sample), {})
+        setups.setdefault(sample.setup, []).append(sample)
+    return groups
+
+
+def worker_key(sample: WorkerSample) -> tuple[str, ...]:
+    """Return the host and the worker type of ``sample``."""
+    return (sample.host, sample.worker)
+
+
+def producer_key(sample: ProducerSample) -> tuple[str, ...]:
+    """Return the host of ``sample``."""
+    return (sample.host,)
+
+
 def paired(
     samples: Sequence[SampleT],
     baseline: Sequence[SampleT],

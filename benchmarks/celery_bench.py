@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -35,6 +36,10 @@ WORKER_OPTIONS = {
     "solo": ("--pool", "solo"),
 }
 WORKER_LABELS = {"prefork": "prefork, concurrency 1", "solo": "solo"}
+#: No Celery pool forks a process per job, and every worker drains all of
+#: a round's jobs.
+FORKING_WORKERS: dict[str, str] = {}
+JOBS_SHARE: dict[str, float] = {}
 #: The sink's count that grows by one per job, for each instrumented setup.
 _SENT_PER_JOB = {"jobtrace": SPANS, "otel": SPANS, "sentry": TRANSACTIONS}
 
@@ -149,6 +154,13 @@ def run_producer(
         cpu_seconds=result["cpu"],
         delivered=delivered,
     )
+
+
+def unavailable_setups(
+    setups: Sequence[str], sink: TelemetrySink, redis_url: str
+) -> dict[str, str]:
+    """Return no setups: a Celery setup that fails is an error, not a gap."""
+    return {}
 
 
 def _environment(

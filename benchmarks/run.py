@@ -2,9 +2,10 @@
 
 Runs real workers and producers against Redis on 127.0.0.1:6379, prints
 the results and rewrites BENCHMARKS.md. ``nox -s bench`` installs what the
-setups need and runs this module; ``nox -s bench -- --quick`` takes about a
-minute. This is a measurement, not a test: it exits with an error only when
-a run cannot be measured, and a missed target is reported, not failed.
+setups need and runs this module; ``nox -s bench -- --quick`` takes about 2
+minutes, and ``--host`` chooses the job systems to measure. This is a
+measurement, not a test: it exits with an error only when a run cannot be
+measured, and a missed target is reported, not failed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 import redis
 from kombu.exceptions import OperationalError
 
-from benchmarks import _document, _machine, _report, celery_bench
+from benchmarks import _document, _machine, _report, _targets, celery_bench, rq_bench
 from benchmarks._process import ROOT, BenchmarkError
 from benchmarks._samples import BASELINE, ProducerSample, WorkerSample
 from benchmarks._sink import TelemetrySink
@@ -39,7 +40,8 @@ class Mode:
     warmup: int
 
 
-# On a 2-core machine a full run took about 6 minutes and a quick one about 1.
+# On a 2-core machine a full run of the Celery part took about 6 minutes
+# and one of the RQ part about 7. A quick run of both took about 2.
 FULL = Mode("full", rounds=5, jobs=5000, calls=2000, warmup=200)
 QUICK = Mode("quick", rounds=2, jobs=1000, calls=500, warmup=100)
 
@@ -56,6 +58,16 @@ class Host(Protocol):
     @property
     def WORKER_LABELS(self) -> Mapping[str, str]: ...
 
+    @property
+    def FORKING_WORKERS(self) -> Mapping[str, str]: ...
+
+    @property
+    def JOBS_SHARE(self) -> Mapping[str, float]: ...
+
+    def unavailable_setups(
+        self, setups: Sequence[str], sink: TelemetrySink, redis_url: str
+    ) -> Mapping[str, str]: ...
+
     def run_worker(
         self, worker: str, setup: str, jobs: int, round_number: int,
         sink: TelemetrySink, redis_url: str,
@@ -67,7 +79,8 @@ class Host(Protocol):
     ) -> ProducerSample: ...  # fmt: skip
 
 
-HOSTS: tuple[Host, ...] = (celery_bench,)
+HOSTS: tuple[Host, ...] = (celery_bench, rq_bench)
+HOST_CHOICES = [host.HOST for host in HOSTS]
 SETUP_CHOICES = sorted({s for host in HOSTS for s in host.SETUP_LABELS} - {BASELINE})
 
 
@@ -100,18 +113,27 @@ def _run(
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = _machine.load_average()
     clock = time.monotonic()
+    hosts = [host for host in HOSTS if not args.host or host.HOST in args.host]
     with TelemetrySink() as sink:
-        workers = _run_workers(mode, args.setups, sink, redis_url)
-        producers = _run_producers(mode, args.setups, sink, redis_url)
+        skipped = {
+            host.HOST: host.unavailable_setups(
+                _chosen(host, args.setups), sink, redis_url
+            )
+            for host in hosts
+        }
+        workers = _run_workers(mode, hosts, args.setups, skipped, sink, redis_url)
+        producers = _run_producers(mode, hosts, args.setups, skipped, sink, redis_url)
     labels = {host.HOST: {**host.SETUP_LABELS, **host.WORKER_LABELS} for host in HOSTS}
+    forking = {host.HOST: host.FORKING_WORKERS for host in hosts}
     tables = [
-        _report.worker_table(workers, labels),
-        _report.producer_table(producers, labels),
-        _report.target_table(workers, producers, labels),
+        _report.worker_table(workers, labels, skipped),
+        _report.producer_table(producers, labels, skipped),
+        *_report.horse_tables(workers, labels, forking),
+        _targets.target_table(workers, producers, labels, forking),
     ]
     run = _document.RunInfo(
         command=command,
-        mode=_describe(mode),
+        mode=_describe(mode, hosts),
         started=started.strftime("%Y-%m-%d %H:%M UTC"),
         minutes=(time.monotonic() - clock) / 60,
         machine=_machine.machine(),
@@ -125,15 +147,22 @@ def _run(
 
 
 def _run_workers(
-    mode: Mode, setups: Sequence[str], sink: TelemetrySink, redis_url: str
+    mode: Mode,
+    hosts: Sequence[Host],
+    setups: Sequence[str],
+    skipped: Mapping[str, Mapping[str, str]],
+    sink: TelemetrySink,
+    redis_url: str,
 ) -> list[WorkerSample]:
     samples = []
     for number in range(1, mode.rounds + 1):
-        for host in HOSTS:
+        for host in hosts:
+            chosen = _chosen(host, setups, skipped[host.HOST])
             for worker in host.WORKER_LABELS:
-                for setup in _rotated(_chosen(host, setups), number):
+                jobs = _jobs(mode, host, worker)
+                for setup in _rotated(chosen, number):
                     sample = host.run_worker(
-                        worker, setup, mode.jobs, number, sink, redis_url
+                        worker, setup, jobs, number, sink, redis_url
                     )
                     _progress(
                         f"round {number}/{mode.rounds} {host.HOST} {worker} "
@@ -145,12 +174,18 @@ def _run_workers(
 
 
 def _run_producers(
-    mode: Mode, setups: Sequence[str], sink: TelemetrySink, redis_url: str
+    mode: Mode,
+    hosts: Sequence[Host],
+    setups: Sequence[str],
+    skipped: Mapping[str, Mapping[str, str]],
+    sink: TelemetrySink,
+    redis_url: str,
 ) -> list[ProducerSample]:
     samples = []
     for number in range(1, mode.rounds + 1):
-        for host in HOSTS:
-            for setup in _rotated(_chosen(host, setups), number):
+        for host in hosts:
+            chosen = _chosen(host, setups, skipped[host.HOST])
+            for setup in _rotated(chosen, number):
                 sample = host.run_producer(
                     setup, mode.calls, mode.warmup, number, sink, redis_url
                 )
@@ -163,9 +198,19 @@ def _run_producers(
     return samples
 
 
-def _chosen(host: Host, setups: Sequence[str]) -> list[str]:
+def _jobs(mode: Mode, host: Host, worker: str) -> int:
+    return max(1, round(mode.jobs * host.JOBS_SHARE.get(worker, 1.0)))
+
+
+def _chosen(
+    host: Host, setups: Sequence[str], skipped: Mapping[str, str] | None = None
+) -> list[str]:
     # The uninstrumented setup always runs: every overhead is relative to it.
-    return [s for s in host.SETUP_LABELS if s == BASELINE or not setups or s in setups]
+    return [
+        s
+        for s in host.SETUP_LABELS
+        if (s == BASELINE or not setups or s in setups) and s not in (skipped or {})
+    ]
 
 
 def _rotated(items: list[str], number: int) -> list[str]:
@@ -196,10 +241,16 @@ def _command(argv: Sequence[str]) -> str:
     return f"python -m benchmarks.run {arguments}".rstrip()
 
 
-def _describe(mode: Mode) -> str:
+def _describe(mode: Mode, hosts: Sequence[Host]) -> str:
+    fewer = [
+        f"{host.HOST} {host.WORKER_LABELS[worker]} {_jobs(mode, host, worker):,}"
+        for host in hosts
+        for worker in host.JOBS_SHARE
+    ]
+    exceptions = f", but {' and '.join(fewer)}" if fewer else ""
     return (
         f"{mode.name} mode: {mode.rounds} rounds; each worker drains "
-        f"{mode.jobs:,} no-op jobs per round, each producer times "
+        f"{mode.jobs:,} no-op jobs per round{exceptions}, each producer times "
         f"{mode.calls:,} enqueues after {mode.warmup:,} untimed ones"
     )
 
@@ -216,11 +267,19 @@ def _positive(text: str) -> int:
 
 
 def _setup_list(text: str) -> list[str]:
+    return _names(text, "setup", SETUP_CHOICES)
+
+
+def _host_list(text: str) -> list[str]:
+    return _names(text, "host", HOST_CHOICES)
+
+
+def _names(text: str, kind: str, choices: Sequence[str]) -> list[str]:
     chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in SETUP_CHOICES]
+    unknown = [name for name in chosen if name not in choices]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown setup {', '.join(unknown)}; expected {', '.join(SETUP_CHOICES)}"
+            f"unknown {kind} {', '.join(unknown)}; expected {', '.join(choices)}"
         )
     return chosen
 
@@ -241,8 +300,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the Markdown file to rewrite (default: BENCHMARKS.md)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=_positive, help="rounds per setup")
-    parser.add_argument("--jobs", type=_positive, help="jobs per worker round")
+    parser.add_argument(
+        "--jobs", type=_positive,
+        help="jobs per worker round; RQ's workers drain a share of them",
+    )  # fmt: skip
     parser.add_argument("--calls", type=_positive, help="timed enqueues per round")
+    parser.add_argument(
+        "--host", type=_host_list, default=[],
+        help="comma-separated job systems to measure "
+        f"({', '.join(HOST_CHOICES)}; default: all)",
+    )  # fmt: skip
     parser.add_argument(
         "--setups", type=_setup_list, default=[],
         help="comma-separated setups to run beside the uninstrumented one "
