@@ -438,3 +438,46 @@ def test_reader_survives_processor_error(pipeline: Pipeline) -> None:
     first.collect()
     second.collect()
     assert [s.name for s in pipeline.exporter.get_finished_spans()] == ["child span"]
+
+
+def test_fork_has_pipe_until_settled(pipeline: Pipeline) -> None:
+    """fork_has_pipe is true only while a pipe waits for its fork."""
+    assert not _handoff.fork_has_pipe()
+    pipe = open_pipe()
+    assert _handoff.fork_has_pipe()
+    pipe.close()
+    assert not _handoff.fork_has_pipe()
+
+
+@pytest.mark.skipif(
+    not hasattr(TracerProvider, "_handle_fork"),
+    reason="this SDK does not detect resources again after a fork",
+)
+def test_piped_child_skips_resource_detection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A piped child keeps the provider's resource; an unpiped one renews it."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    _provider._reset_for_tests()
+    try:
+        jobtrace.tracer()
+        built = _provider._provider
+        assert built is not None
+        before = built.resource.attributes.get("service.instance.id")
+        assert before is not None
+
+        def same_resource() -> int:
+            after = built.resource.attributes.get("service.instance.id")
+            return 0 if after == before else 3
+
+        pipe = open_pipe()
+        assert exit_code(fork_child(pipe, same_resource)) == 0
+        pipe.collect()
+
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3 - same_resource())
+        assert exit_code(pid) == 0
+    finally:
+        _provider._reset_for_tests()

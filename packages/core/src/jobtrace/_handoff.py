@@ -82,6 +82,9 @@ _active: HandoffProcessor | None = None
 _collector: _Collector | None = None
 # Whether every os.fork() gets a pipe: see pipe_forks().
 _pipe_forks = False
+# Pipes opened and not yet handed to the parent's reader. A child forked
+# while one is open inherits a count above zero: see fork_has_pipe().
+_opened = 0
 _fork_hooks_registered = False
 _forking = threading.local()
 
@@ -161,17 +164,30 @@ class SpanPipe:
     """
 
     def __init__(self, processor: HandoffProcessor) -> None:
+        global _opened
         self._processor = processor
         self._collector: _Collector | None = None
         self._stream: _Stream | None = None
         self._read_fd, self._write_fd = os.pipe()
         _grow_pipe(self._write_fd)
+        self._settled = False
+        with _lock:
+            _opened += 1
+
+    def _settle(self) -> None:
+        global _opened
+        if self._settled:
+            return
+        self._settled = True
+        with _lock:
+            _opened -= 1
 
     def use_in_child(self) -> None:
         """Send the spans this process ends from now on to the parent."""
         os.close(self._read_fd)
         self._processor._writer = _Writer(self._write_fd)
         self._processor._passed_on = 0
+        self._settle()
 
     def use_in_parent(self, *, end_abandoned: bool = False) -> None:
         """Close the child's end and read the child's spans on a thread.
@@ -181,6 +197,7 @@ class SpanPipe:
         exits, for callers that never call :meth:`collect`.
         """
         os.close(self._write_fd)
+        self._settle()
         self._collector = _running_collector()
         self._stream = self._collector.add(
             self._read_fd, self._processor, end_abandoned=end_abandoned
@@ -208,6 +225,7 @@ class SpanPipe:
 
     def close(self) -> None:
         """Close both ends, for a fork that failed."""
+        self._settle()
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -287,6 +305,16 @@ def claim_child_run(job_id: str) -> trace.Span | None:
     if collector is None or collector.pid != os.getpid():
         return None
     return collector.claim_run(job_id)
+
+
+def fork_has_pipe() -> bool:
+    """Return True in a child forked while a span pipe was open for it.
+
+    At-fork hooks that run before the child calls
+    :meth:`SpanPipe.use_in_child` use it to skip work that only matters
+    for a process exporting on its own.
+    """
+    return _opened > 0
 
 
 def send_measurement(values: tuple[Any, ...]) -> bool:

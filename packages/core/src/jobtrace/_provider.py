@@ -88,6 +88,24 @@ class _TrackedExporter(SpanExporter):
         return self._exporter.force_flush(timeout_millis)
 
 
+class _TracerProvider(TracerProvider):
+    """The SDK's tracer provider, minus a per-fork cost in piped children.
+
+    The SDK (seen in 1.45) runs resource detection again in every forked
+    child, on a new thread, to give the child its own instance id. A child
+    whose spans go to its parent through a span pipe never exports, so it
+    only needs the fresh lock. Measured on a 2-vCPU VM, the detection
+    costs about 270 page faults per fork, which an RQ work horse pays for
+    every job.
+    """
+
+    def _handle_fork(self) -> None:
+        if not _handoff.fork_has_pipe():
+            super()._handle_fork()
+            return
+        self._tracers_lock = threading.Lock()
+
+
 def settings() -> Settings:
     """Return the settings in force, reading the environment once."""
     global _settings
@@ -218,7 +236,7 @@ def _build() -> None:
         resource = Resource.create(resource_attributes())
         # The SDK's own exit hook waits up to 30 s per processor; jobtrace's
         # waits JOBTRACE_FLUSH_TIMEOUT at most.
-        _provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        _provider = _TracerProvider(resource=resource, shutdown_on_exit=False)
         _owns_provider = True
         atexit.register(shutdown)
         exporter = _exporter_from_env()
