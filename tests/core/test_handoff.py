@@ -13,11 +13,12 @@ import signal
 import struct
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
@@ -140,13 +141,13 @@ def test_child_spans_reach_parent(pipeline: Pipeline) -> None:
     assert spans["inner"].parent.span_id == spans["outer"].context.span_id
 
 
-def test_flush_in_child_returns_at_once(pipeline: Pipeline) -> None:
-    """flush() in a child that handed every span over skips the export."""
+def test_flush_before_exit_returns_at_once(pipeline: Pipeline) -> None:
+    """flush_before_exit() in a child that handed every span over waits for nothing."""
     _provider._reset_for_tests()
     jobtrace.configure(tracer_provider=pipeline.provider)
     _handoff.activate(pipeline.processor)
-    # jobtrace.flush() only skips the export for a provider jobtrace built,
-    # because another provider may carry processors of its own.
+    # Only a provider that jobtrace built skips the flush, because another
+    # provider may carry processors of its own.
     _provider._owns_provider = True
     pipe = open_pipe()
 
@@ -154,7 +155,7 @@ def test_flush_in_child_returns_at_once(pipeline: Pipeline) -> None:
         with pipeline.tracer.start_as_current_span("job"):
             pass
         started = time.monotonic()
-        flushed = jobtrace.flush()
+        flushed = jobtrace.flush_before_exit()
         return 0 if flushed and time.monotonic() - started < 0.05 else 3
 
     try:
@@ -163,6 +164,50 @@ def test_flush_in_child_returns_at_once(pipeline: Pipeline) -> None:
         _provider._reset_for_tests()
     pipe.collect()
     assert set(pipeline.by_name()) == {"job"}
+
+
+class _SlowExporter(InMemorySpanExporter):
+    """Holds each export for a moment, as a collector on a network would."""
+
+    def export(self, spans: Any) -> Any:
+        time.sleep(0.2)
+        return super().export(spans)
+
+
+def test_flush_in_child_waits_for_parent() -> None:
+    """flush() in a piped child returns once the parent has exported its spans."""
+    exporter = _SlowExporter()
+    processor = HandoffProcessor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=provider)
+    _handoff.activate(processor)
+    pipe = open_pipe()
+    ready_read, ready_write = os.pipe()
+
+    def body() -> int:
+        with tracer.start_as_current_span("job"):
+            pass
+        flushed = jobtrace.flush(timeout=10)
+        os.write(ready_write, b"x")
+        return 0 if flushed else 3
+
+    try:
+        pid = fork_child(pipe, body)
+        assert os.read(ready_read, 1) == b"x"
+        # The child's flush returned, so the parent's export has finished.
+        assert [span.name for span in exporter.get_finished_spans()] == ["job"]
+        assert exit_code(pid) == 0
+        pipe.collect()
+    finally:
+        _provider._reset_for_tests()
+        provider.shutdown()
+        for fd in (ready_read, ready_write):
+            os.close(fd)
 
 
 def test_killed_child_spans_reopened(pipeline: Pipeline) -> None:

@@ -183,7 +183,7 @@ def _on_worker_process_shutdown(**kwargs: Any) -> None:
     # billiard ends a pool child with os._exit, so atexit handlers never run.
     # A child whose spans all went through its pipe returns at once.
     with _PROCESS_SHUTDOWN:
-        jobtrace.flush()
+        jobtrace.flush_before_exit()
 
 
 def _on_worker_shutdown(**kwargs: Any) -> None:

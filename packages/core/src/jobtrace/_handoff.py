@@ -19,6 +19,8 @@ import contextlib
 import logging
 import marshal
 import os
+import queue
+import select
 import selectors
 import struct
 import threading
@@ -63,6 +65,10 @@ _ENDED = b"E"
 #: A job measurement, as a tuple of plain values, for
 #: :data:`measurement_handler`.
 _MEASURED = b"M"
+#: A request to export everything queued so far. The payload is a token
+#: that the parent writes back to the child once the export has finished.
+_FLUSH = b"F"
+_TOKEN = struct.Struct("!Q")
 #: Frames longer than this are treated as a corrupt stream.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: Pipes open at once. A grandchild that keeps a write end open must not
@@ -129,6 +135,10 @@ class HandoffProcessor(SpanProcessor):
         self.processor.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        writer = self._writer
+        if writer is not None and writer.usable() and self._passed_on == 0:
+            # The parent exports this child's spans, so it flushes them.
+            return writer.request_flush(timeout_millis / 1000)
         return self.processor.force_flush(timeout_millis)
 
     @property
@@ -170,6 +180,8 @@ class SpanPipe:
         self._stream: _Stream | None = None
         self._read_fd, self._write_fd = os.pipe()
         _grow_pipe(self._write_fd)
+        # The parent answers a child's flush request on this second pipe.
+        self._ack_read_fd, self._ack_write_fd = os.pipe()
         self._settled = False
         with _lock:
             _opened += 1
@@ -185,7 +197,8 @@ class SpanPipe:
     def use_in_child(self) -> None:
         """Send the spans this process ends from now on to the parent."""
         os.close(self._read_fd)
-        self._processor._writer = _Writer(self._write_fd)
+        os.close(self._ack_write_fd)
+        self._processor._writer = _Writer(self._write_fd, self._ack_read_fd)
         self._processor._passed_on = 0
         self._settle()
 
@@ -197,10 +210,14 @@ class SpanPipe:
         exits, for callers that never call :meth:`collect`.
         """
         os.close(self._write_fd)
+        os.close(self._ack_read_fd)
         self._settle()
         self._collector = _running_collector()
         self._stream = self._collector.add(
-            self._read_fd, self._processor, end_abandoned=end_abandoned
+            self._read_fd,
+            self._ack_write_fd,
+            self._processor,
+            end_abandoned=end_abandoned,
         )
 
     def collect(self, timeout: float = 1.0) -> list[trace.Span]:
@@ -226,7 +243,8 @@ class SpanPipe:
     def close(self) -> None:
         """Close both ends, for a fork that failed."""
         self._settle()
-        for fd in (self._read_fd, self._write_fd):
+        fds = (self._read_fd, self._write_fd, self._ack_read_fd, self._ack_write_fd)
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -399,8 +417,9 @@ class _Reopener:
 class _Writer:
     """The child's end of a :class:`SpanPipe`."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, ack_fd: int) -> None:
         self._fd = fd
+        self._ack_fd = ack_fd
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._broken = False
@@ -419,6 +438,31 @@ class _Writer:
             log.warning("Span %r cannot cross to the parent: %s", span.name, error)
             return False
         return self.write(kind, payload)
+
+    def request_flush(self, timeout: float) -> bool:
+        """Ask the parent to export what it has; wait ``timeout`` s for it."""
+        token = int.from_bytes(os.urandom(8), "big")
+        if not self.write(_FLUSH, _TOKEN.pack(token)):
+            return False
+        deadline = time.monotonic() + timeout
+        answer = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([self._ack_fd], [], [], remaining)
+            if not ready:
+                return False
+            chunk = os.read(self._ack_fd, _TOKEN.size)
+            if not chunk:
+                return False
+            answer += chunk
+            # Answers to earlier requests that timed out may come first.
+            while len(answer) >= _TOKEN.size:
+                (answered,) = _TOKEN.unpack_from(answer)
+                answer = answer[_TOKEN.size :]
+                if answered == token:
+                    return True
 
     def write(self, kind: bytes, payload: bytes) -> bool:
         frame = _HEADER.pack(kind, len(payload)) + payload
@@ -458,6 +502,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self._flusher = _Flusher()
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._streams: dict[int, _Stream] = {}
@@ -471,10 +516,15 @@ class _Collector:
         thread.start()
 
     def add(
-        self, fd: int, processor: HandoffProcessor, *, end_abandoned: bool
+        self,
+        fd: int,
+        ack_fd: int,
+        processor: HandoffProcessor,
+        *,
+        end_abandoned: bool,
     ) -> _Stream:
         os.set_blocking(fd, False)
-        stream = _Stream(fd, processor, end_abandoned)
+        stream = _Stream(fd, ack_fd, processor, end_abandoned)
         with self._lock:
             self._streams[fd] = stream
             self._selector.register(fd, selectors.EVENT_READ)
@@ -531,8 +581,9 @@ class _Collector:
     def forget(self) -> None:
         """Close the inherited descriptors in a forked child."""
         self._closed = True
-        for fd in list(self._streams):
+        for fd, stream in list(self._streams.items()):
             os.close(fd)
+            os.close(stream.ack_fd)
         self._streams.clear()
         self._selector.close()
 
@@ -607,6 +658,9 @@ class _Collector:
                 break
             payload = bytes(buffer[offset + _HEADER.size : end])
             offset = end
+            if kind == _FLUSH:
+                self._flusher.request(stream, payload)
+                continue
             try:
                 values = marshal.loads(payload)
                 if kind == _MEASURED:
@@ -630,21 +684,72 @@ class _Collector:
         return True
 
     def _close(self, fd: int) -> None:
-        self._streams.pop(fd, None)
+        stream = self._streams.pop(fd, None)
+        if stream is not None:
+            self._flusher.close_later(stream)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
         os.close(fd)
 
 
+class _Flusher:
+    """Runs children's flush requests on a thread of its own.
+
+    A flush waits for the exporter, and the reader thread must keep reading
+    meanwhile, or children block on full pipes.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[_Stream, bytes | None]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def request(self, stream: _Stream, token: bytes) -> None:
+        self._put(stream, token)
+
+    def close_later(self, stream: _Stream) -> None:
+        # The answer pipe closes after the requests queued before it.
+        self._put(stream, None)
+
+    def _put(self, stream: _Stream, token: bytes | None) -> None:
+        self._queue.put((stream, token))
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="jobtrace-child-flush", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            stream, token = self._queue.get()
+            with _FLUSHER:
+                if token is None:
+                    os.close(stream.ack_fd)
+                    continue
+                stream.processor.processor.force_flush()
+                with contextlib.suppress(OSError):
+                    os.write(stream.ack_fd, token)
+
+
 class _Stream:
     """The data that the parent has read from one child's pipe."""
 
-    __slots__ = ("buffer", "claimed", "end_abandoned", "fd", "processor", "started")
+    __slots__ = (
+        "ack_fd",
+        "buffer",
+        "claimed",
+        "end_abandoned",
+        "fd",
+        "processor",
+        "started",
+    )
 
     def __init__(
-        self, fd: int, processor: HandoffProcessor, end_abandoned: bool
+        self, fd: int, ack_fd: int, processor: HandoffProcessor, end_abandoned: bool
     ) -> None:
         self.fd = fd
+        self.ack_fd = ack_fd
         self.processor = processor
         self.end_abandoned = end_abandoned
         # Ids of started spans that the parent took over with claim_run.
@@ -665,6 +770,7 @@ def _measured(values: tuple[Any, ...]) -> None:
 
 
 _READER = Guard("handoff.reader")
+_FLUSHER = Guard("handoff.flusher")
 
 
 def _running_collector() -> _Collector:

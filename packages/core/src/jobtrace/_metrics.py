@@ -334,7 +334,8 @@ _handoff.measurement_handler = record_local
 
 
 def _reset_for_tests() -> None:
+    # The providers built so far stay in _owned_providers: one of them may
+    # be the global provider, which is set once per process.
     global _state
     with _lock:
         _state = None
-        _owned_providers.clear()

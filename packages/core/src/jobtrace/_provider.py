@@ -300,24 +300,35 @@ def flush(timeout: float | None = None) -> bool:
     own ``force_flush`` ignores its timeout, so it runs in a helper thread
     that is abandoned when the limit passes.
 
-    In a forked child whose spans all went to the parent through a
-    :class:`jobtrace.SpanPipe`, nothing is left to export, so it returns at
-    once. In a parent, it first queues what its children have handed over.
+    In a parent, it first queues what its forked children have handed over
+    through their span pipes. In such a child, it asks the parent to export
+    and waits for the parent's answer.
     """
     provider = _provider
     if provider is None:
         return True
-    if _owns_provider and _handoff.sends_to_parent():
-        return True
-    _handoff.drain(_default_limit() if timeout is None else timeout)
+    limit = _default_limit() if timeout is None else timeout
+    _handoff.drain(limit)
     meters = _metrics.provider()
 
     def flush_all() -> None:
-        provider.force_flush()
+        provider.force_flush(int(limit * 1000))
         if meters is not None:
-            meters.force_flush()
+            meters.force_flush(limit * 1000)
 
-    return _run_bounded(flush_all, timeout, "flush")
+    return _run_bounded(flush_all, limit, "flush")
+
+
+def flush_before_exit(timeout: float | None = None) -> bool:
+    """Flush before a process exits without running atexit hooks.
+
+    Hosts end forked children with ``os._exit``. A child whose spans all
+    went to its parent has nothing to wait for, so this returns at once
+    there, and otherwise flushes as :func:`flush` does.
+    """
+    if _owns_provider and _handoff.sends_to_parent():
+        return True
+    return flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:

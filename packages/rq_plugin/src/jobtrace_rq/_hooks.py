@@ -207,10 +207,10 @@ def _finish(worker: Any, job: Any, finished: Any, error: BaseException | None) -
 
     # The work horse ends with os._exit, which skips every atexit hook. A
     # horse forked with a span pipe has handed its spans to the worker
-    # already, and flush() returns at once. Other horses export now, within
+    # already, so this returns at once. Other horses export now, within
     # JOBTRACE_FLUSH_TIMEOUT.
     if getattr(worker, "is_horse", False):
-        jobtrace.flush()
+        jobtrace.flush_before_exit()
 
 
 def _wrapped_handle_exception(
