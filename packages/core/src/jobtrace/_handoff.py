@@ -180,7 +180,7 @@ class SpanPipe:
         self._stream: _Stream | None = None
         self._read_fd, self._write_fd = os.pipe()
         _grow_pipe(self._write_fd)
-        # The parent answers a child's flush request on this second pipe.
+        # The parent confirms a child's flush request on this second pipe.
         self._ack_read_fd, self._ack_write_fd = os.pipe()
         self._settled = False
         with _lock:
@@ -457,7 +457,7 @@ class _Writer:
             if not chunk:
                 return False
             answer += chunk
-            # Answers to earlier requests that timed out may come first.
+            # Confirmations of earlier requests that timed out may come first.
             while len(answer) >= _TOKEN.size:
                 (answered,) = _TOKEN.unpack_from(answer)
                 answer = answer[_TOKEN.size :]
@@ -596,7 +596,7 @@ class _Collector:
             except (OSError, ValueError):
                 continue
             # The thread must outlive any error: children block once their
-            # pipe is full and nobody reads it.
+            # pipe is full and no thread reads it.
             with _READER, self._lock:
                 for key, _ in ready:
                     if key.fd in self._streams:
@@ -709,7 +709,7 @@ class _Flusher:
         self._put(stream, token)
 
     def close_later(self, stream: _Stream) -> None:
-        # The answer pipe closes after the requests queued before it.
+        # The confirmation pipe closes after the requests queued before it.
         self._put(stream, None)
 
     def _put(self, stream: _Stream, token: bytes | None) -> None:

@@ -301,8 +301,8 @@ def flush(timeout: float | None = None) -> bool:
     that is abandoned when the limit passes.
 
     In a parent, it first queues what its forked children have handed over
-    through their span pipes. In such a child, it asks the parent to export
-    and waits for the parent's answer.
+    through their span pipes. In such a child, it sends the parent a flush
+    request and waits for the parent to confirm the export.
     """
     provider = _provider
     if provider is None:
