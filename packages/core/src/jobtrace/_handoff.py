@@ -445,7 +445,7 @@ class _Writer:
         if not self.write(_FLUSH, _TOKEN.pack(token)):
             return False
         deadline = time.monotonic() + timeout
-        answer = b""
+        received = b""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -456,12 +456,12 @@ class _Writer:
             chunk = os.read(self._ack_fd, _TOKEN.size)
             if not chunk:
                 return False
-            answer += chunk
+            received += chunk
             # Confirmations of earlier requests that timed out may come first.
-            while len(answer) >= _TOKEN.size:
-                (answered,) = _TOKEN.unpack_from(answer)
-                answer = answer[_TOKEN.size :]
-                if answered == token:
+            while len(received) >= _TOKEN.size:
+                (confirmed,) = _TOKEN.unpack_from(received)
+                received = received[_TOKEN.size :]
+                if confirmed == token:
                     return True
 
     def write(self, kind: bytes, payload: bytes) -> bool:
