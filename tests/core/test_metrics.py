@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricsData,
 )
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -22,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 import jobtrace
-from jobtrace import _handoff, _metrics, _provider
+from jobtrace import _aggregation, _handoff, _metrics, _provider
 from jobtrace._handoff import HandoffProcessor
 
 JOB = jobtrace.Job("rq", "shop.tasks.charge", id="job-1", queue="default")
@@ -33,7 +34,7 @@ def reader(exporter: InMemorySpanExporter) -> Iterator[InMemoryMetricReader]:
     """Record jobtrace's metrics into memory."""
     memory = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[memory])
-    _metrics._state = _metrics._Recorder(meters.get_meter("tests"), None)
+    _metrics._state = _metrics._SdkRecorder(meters.get_meter("tests"))
     yield memory
     _metrics._reset_for_tests()
     meters.shutdown()
@@ -157,15 +158,17 @@ def test_child_measurements_recorded_in_parent(
     assert duration.count == 3
 
 
-class _CountingExporter(MetricExporter):
+class _MemoryExporter(MetricExporter):
+    """Keeps every MetricsData it is given."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.exports = 0
+        self.exported: list[MetricsData] = []
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        self.exports += 1
+        self.exported.append(metrics_data)
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -175,21 +178,122 @@ class _CountingExporter(MetricExporter):
         pass
 
 
+def exported_points(exporter: _MemoryExporter) -> dict[str, list[Any]]:
+    """Return the data points of the newest export, by metric name."""
+    found: dict[str, list[Any]] = {}
+    for resource_metrics in exporter.exported[-1].resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+RUN = {
+    "messaging.system": "rq",
+    "jobtrace.job.name": "shop.tasks.charge",
+    "messaging.operation.name": "process",
+    "jobtrace.job.outcome": "success",
+}
+
+
+def test_aggregates_place_buckets() -> None:
+    """Values land in the bucket whose upper bound includes them."""
+    aggregates = _aggregation.Aggregates()
+    for duration in (0.005, 0.0051, 86400.0, 90000.0):
+        aggregates.record(("process", RUN, duration, None))
+
+    (metric,) = [
+        m
+        for m in aggregates.collect(delta=False)
+        if m.name == _metrics.PROCESS_DURATION
+    ]
+    (point,) = metric.data.data_points
+    buckets = list(point.bucket_counts)
+    assert point.count == 4
+    assert point.min == 0.005
+    assert point.max == 90000.0
+    assert buckets[0] == 1
+    assert buckets[1] == 1
+    assert buckets[-2] == 1
+    assert buckets[-1] == 1
+    assert sum(buckets) == 4
+    assert len(buckets) == len(_metrics.DURATION_BUCKETS) + 1
+
+
+def test_aggregates_cumulative_and_delta() -> None:
+    """Cumulative collection keeps counting; delta starts over each time."""
+    cumulative = _aggregation.Aggregates()
+    delta = _aggregation.Aggregates()
+    for aggregates in (cumulative, delta):
+        aggregates.record(("process", RUN, 0.1, 2.0))
+        aggregates.collect(delta=aggregates is delta)
+        aggregates.record(("process", RUN, 0.1, 2.0))
+
+    def consumed(aggregates: _aggregation.Aggregates, as_delta: bool) -> int:
+        for metric in aggregates.collect(delta=as_delta):
+            if metric.name == _metrics.CONSUMED_MESSAGES:
+                return int(metric.data.data_points[0].value)
+        return 0
+
+    assert consumed(cumulative, False) == 2
+    assert consumed(delta, True) == 1
+    assert consumed(delta, True) == 0
+
+
+def test_recorder_exports_series() -> None:
+    """The recorder exports each instrument with bounded attributes only."""
+    exporter = _MemoryExporter()
+    recorder = _aggregation.ExportingRecorder(
+        exporter, Resource.create({"service.name": "shop"}), 3600, delta=False
+    )
+    recorder.record(("process", RUN, 0.25, 1.5))
+    recorder.record(("send", {"jobtrace.job.name": "shop.tasks.charge"}, 0.002, None))
+
+    assert recorder.force_flush()
+    found = exported_points(exporter)
+    assert set(found) == {
+        _metrics.PROCESS_DURATION,
+        _metrics.CONSUMED_MESSAGES,
+        _metrics.QUEUE_TIME,
+        _metrics.OPERATION_DURATION,
+        _metrics.SENT_MESSAGES,
+    }
+    (queue_time,) = found[_metrics.QUEUE_TIME]
+    assert "jobtrace.job.outcome" not in queue_time.attributes
+    assert queue_time.sum == 1.5
+    (sent,) = found[_metrics.SENT_MESSAGES]
+    assert sent.value == 1
+    recorder.shutdown()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_inherited_exporter_silent_in_child() -> None:
-    """An exporter inherited through fork() sends nothing from the child."""
-    inner = _CountingExporter()
-    exporter = _metrics._OwnProcessExporter(inner)
+def test_unpiped_child_starts_new_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child forked without a pipe counts from zero under its own id."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    _provider._reset_for_tests()
+    try:
+        run = jobtrace.begin_run(JOB, {})
+        jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+        parent = _metrics.exporting_recorder()
+        assert parent is not None
 
-    pid = os.fork()
-    if pid == 0:
-        result = exporter.export(MetricsData(resource_metrics=[]))
-        os._exit(0 if result is MetricExportResult.SUCCESS and not inner.exports else 3)
-    _, status = os.waitpid(pid, 0)
-
-    assert os.waitstatus_to_exitcode(status) == 0
-    exporter.export(MetricsData(resource_metrics=[]))
-    assert inner.exports == 1
+        pid = os.fork()
+        if pid == 0:
+            run = jobtrace.begin_run(JOB, {})
+            jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+            child = _metrics.exporting_recorder()
+            fresh = child is not None and child is not parent
+            own_id = (
+                fresh
+                and child.resource.attributes["service.instance.id"]
+                != (parent.resource.attributes["service.instance.id"])
+            )
+            os._exit(0 if own_id else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        _provider._reset_for_tests()
 
 
 def test_exporter_none_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,23 +302,21 @@ def test_exporter_none_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     _provider._reset_for_tests()
     try:
         _metrics.build()
-        assert _metrics.provider() is None
+        assert _metrics.exporting_recorder() is None
     finally:
         _provider._reset_for_tests()
 
 
-def test_provider_has_own_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The meter provider's resource names this process's own instance."""
+def test_recorder_has_own_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics resource names this process's own instance."""
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
-    # The global provider can be set once per process; keep it for others.
-    monkeypatch.setattr(_metrics.metrics, "set_meter_provider", lambda provider: None)
     _provider._reset_for_tests()
     try:
         _metrics.build()
-        built = _metrics.provider()
+        built = _metrics.exporting_recorder()
         assert built is not None
-        attributes = built._sdk_config.resource.attributes
+        attributes = built.resource.attributes
         assert attributes["jobtrace.component"] == "web"
         assert len(str(attributes["service.instance.id"])) == 36
         built.shutdown()

@@ -9,8 +9,8 @@ the same series:
   Celery prefork child) sends its measurements through the same pipe, and
   the parent records them.
 - Any other process records its own, under a resource with its own
-  ``service.instance.id``. A meter provider inherited through a fork never
-  exports from the child, because it still carries the parent's counts.
+  ``service.instance.id``. A forked child without a pipe starts new
+  series, because the ones it inherited belong to its parent.
 """
 
 from __future__ import annotations
@@ -24,145 +24,76 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter
 from opentelemetry.sdk.resources import Resource
 
 from jobtrace import _handoff
 from jobtrace import _names as names
+from jobtrace._aggregation import (
+    CONSUMED_MESSAGES,
+    COUNTERS,
+    DURATION_BUCKETS,
+    HISTOGRAMS,
+    OPERATION_DURATION,
+    PROCESS_DURATION,
+    QUEUE_TIME,
+    SEND_BUCKETS,
+    SENT_MESSAGES,
+    ExportingRecorder,
+)
 from jobtrace._version import __version__
 
+__all__ = [
+    "CONSUMED_MESSAGES",
+    "DURATION_BUCKETS",
+    "OPERATION_DURATION",
+    "PROCESS_DURATION",
+    "QUEUE_TIME",
+    "SEND_BUCKETS",
+    "SENT_MESSAGES",
+    "record_run",
+    "record_send",
+]
+
 log = logging.getLogger(__name__)
-
-PROCESS_DURATION = "messaging.process.duration"
-OPERATION_DURATION = "messaging.client.operation.duration"
-SENT_MESSAGES = "messaging.client.sent.messages"
-CONSUMED_MESSAGES = "messaging.client.consumed.messages"
-QUEUE_TIME = "jobtrace.job.queue_time"
-
-#: Histogram bucket bounds in seconds. Jobs take from milliseconds to
-#: hours, so the bounds reach 24 hours instead of the SDK's 10 s.
-DURATION_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
-    86400.0,
-)  # fmt: skip
-#: Bucket bounds in seconds for an enqueue, which is a broker round trip.
-SEND_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)  # fmt: skip
 
 #: The SDK's default export interval, in milliseconds.
 DEFAULT_EXPORT_INTERVAL_MS = 60000
 
 _lock = threading.Lock()
-_state: _Recorder | None = None
+_state: _SdkRecorder | ExportingRecorder | None = None
 
 
-class _OwnProcessExporter(MetricExporter):
-    """An exporter that only sends from the process that created it.
+class _SdkRecorder:
+    """Records into SDK instruments of a meter provider the application set."""
 
-    The SDK restarts a periodic reader's thread in a forked child, and that
-    child would export the parent's counts again as its own.
-    """
-
-    def __init__(self, exporter: MetricExporter) -> None:
-        super().__init__(
-            preferred_temporality=exporter._preferred_temporality,
-            preferred_aggregation=exporter._preferred_aggregation,
-        )
-        self._exporter = exporter
-        self._pid = os.getpid()
-
-    def export(
-        self,
-        metrics_data: MetricsData,
-        timeout_millis: float = 10_000,
-        **kwargs: Any,
-    ) -> MetricExportResult:
-        if os.getpid() != self._pid:
-            return MetricExportResult.SUCCESS
-        return self._exporter.export(metrics_data, timeout_millis=timeout_millis)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        if os.getpid() != self._pid:
-            return True
-        return self._exporter.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if os.getpid() == self._pid:
-            self._exporter.shutdown(timeout_millis=timeout_millis)
-
-
-class _MeterProvider(MeterProvider):
-    """The SDK's meter provider, minus a per-fork cost in piped children.
-
-    Like the tracer provider, the SDK (seen in 1.45) runs resource
-    detection again in every forked child. A child that sends its
-    measurements to its parent never exports through this provider, so it
-    only needs fresh locks.
-    """
-
-    def _handle_fork(self) -> None:
-        if not _handoff.fork_has_pipe():
-            super()._handle_fork()
-            return
-        # The same locks the SDK's own fork handler replaces.
-        for name in ("_lock", "_meter_lock"):
-            if hasattr(self, name):
-                setattr(self, name, threading.Lock())
-        if hasattr(MeterProvider, "_all_metric_readers_lock"):
-            type(self)._all_metric_readers_lock = threading.Lock()
-
-
-class _Recorder:
-    """The instruments of one process, and the provider jobtrace built for them."""
-
-    def __init__(self, meter: metrics.Meter, provider: MeterProvider | None) -> None:
+    def __init__(self, meter: metrics.Meter) -> None:
         self.pid = os.getpid()
-        self.provider = provider
-        self.process_duration = meter.create_histogram(
-            PROCESS_DURATION,
-            unit="s",
-            description="Time a job ran, from start to outcome.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.queue_time = meter.create_histogram(
-            QUEUE_TIME,
-            unit="s",
-            description="Time a job waited from its enqueue, or its scheduled "
-            "time, to its start.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.operation_duration = meter.create_histogram(
-            OPERATION_DURATION,
-            unit="s",
-            description="Time an enqueue took.",
-            explicit_bucket_boundaries_advisory=SEND_BUCKETS,
-        )
-        self.sent = meter.create_counter(
-            SENT_MESSAGES, unit="{message}", description="Jobs enqueued."
-        )
-        self.consumed = meter.create_counter(
-            CONSUMED_MESSAGES, unit="{message}", description="Job runs finished."
-        )
+        self._histograms = {
+            name: meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=bounds,
+            )
+            for name, (unit, description, bounds) in HISTOGRAMS.items()
+        }
+        self._counters = {
+            name: meter.create_counter(name, unit=unit, description=description)
+            for name, (unit, description) in COUNTERS.items()
+        }
 
     def record(self, values: tuple[Any, ...]) -> None:
         operation, attributes, duration, queue_time = values
         if operation == "process":
-            self.process_duration.record(duration, attributes)
-            self.consumed.add(1, attributes)
+            self._histograms[PROCESS_DURATION].record(duration, attributes)
+            self._counters[CONSUMED_MESSAGES].add(1, attributes)
             if queue_time is not None:
-                self.queue_time.record(queue_time, _without_outcome(attributes))
+                waited = _without_outcome(attributes)
+                self._histograms[QUEUE_TIME].record(queue_time, waited)
         else:
-            self.operation_duration.record(duration, attributes)
-            self.sent.add(1, attributes)
+            self._histograms[OPERATION_DURATION].record(duration, attributes)
+            self._counters[SENT_MESSAGES].add(1, attributes)
 
 
 def record_run(
@@ -202,8 +133,6 @@ def _attributes(
 
 
 def _without_outcome(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    # Queue time is known before the outcome, so its series do not split by
-    # outcome or error.
     dropped = (names.JOB_OUTCOME, names.ERROR_TYPE)
     return {key: value for key, value in attributes.items() if key not in dropped}
 
@@ -215,13 +144,13 @@ def _dispatch(values: tuple[Any, ...]) -> None:
 
 
 def record_local(values: tuple[Any, ...]) -> None:
-    """Record a measurement in this process's instruments."""
+    """Record a measurement in this process's series."""
     recorder = _recorder()
     if recorder is not None:
         recorder.record(values)
 
 
-def _recorder() -> _Recorder | None:
+def _recorder() -> _SdkRecorder | ExportingRecorder | None:
     global _state
     state = _state
     if state is not None and state.pid == os.getpid():
@@ -232,42 +161,29 @@ def _recorder() -> _Recorder | None:
         return _state
 
 
-def _build() -> _Recorder | None:
+def _build() -> _SdkRecorder | ExportingRecorder | None:
     from jobtrace import _provider
 
     if not _provider.enabled():
         return None
     current = metrics.get_meter_provider()
-    inherited = _state is not None
-    if isinstance(current, MeterProvider) and not _owned(current):
+    if isinstance(current, MeterProvider):
         # The application set its own provider, which is its to export.
-        return _Recorder(current.get_meter("jobtrace", __version__), None)
+        return _SdkRecorder(current.get_meter("jobtrace", __version__))
     exporter = _exporter_from_env()
     if exporter is None:
         return None
     interval = _export_interval()
-    reader = PeriodicExportingMetricReader(
-        _OwnProcessExporter(exporter), export_interval_millis=interval
-    )
     attributes: dict[str, Any] = dict(_provider.resource_attributes())
     attributes["service.instance.id"] = str(uuid.uuid4())
-    provider = _MeterProvider(
-        metric_readers=[reader],
-        resource=Resource.create(attributes),
-        shutdown_on_exit=False,
+    recorder = ExportingRecorder(
+        exporter,
+        Resource.create(attributes),
+        interval / 1000,
+        delta=_delta_temporality(),
     )
-    if not inherited and not isinstance(current, MeterProvider):
-        metrics.set_meter_provider(provider)
-    _owned_providers.append(provider)
-    log.info("jobtrace built a meter provider, export interval %d ms", interval)
-    return _Recorder(provider.get_meter("jobtrace", __version__), provider)
-
-
-_owned_providers: list[MeterProvider] = []
-
-
-def _owned(provider: MeterProvider) -> bool:
-    return any(provider is owned for owned in _owned_providers)
+    log.info("jobtrace exports job metrics every %d ms", interval)
+    return recorder
 
 
 def _exporter_from_env() -> MetricExporter | None:
@@ -298,6 +214,15 @@ def _exporter_from_env() -> MetricExporter | None:
     return HttpExporter()
 
 
+def _delta_temporality() -> bool:
+    # The specification's "delta" and "lowmemory" preferences both make
+    # counters and histograms delta; jobtrace has no other instrument kind.
+    preference = os.environ.get(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative"
+    )
+    return preference.strip().lower() in ("delta", "lowmemory")
+
+
 def _export_interval() -> int:
     raw = os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
     if not raw:
@@ -318,24 +243,22 @@ def _export_interval() -> int:
 
 
 def build() -> None:
-    """Build this process's meter provider now, if jobtrace builds one."""
+    """Set up this process's metrics export now, if jobtrace exports them."""
     _recorder()
 
 
-def provider() -> MeterProvider | None:
-    """Return the meter provider that jobtrace built in this process, if any."""
+def exporting_recorder() -> ExportingRecorder | None:
+    """Return the recorder that exports this process's metrics, if any."""
     state = _state
-    if state is None or state.pid != os.getpid():
-        return None
-    return state.provider
+    if isinstance(state, ExportingRecorder) and state.pid == os.getpid():
+        return state
+    return None
 
 
 _handoff.measurement_handler = record_local
 
 
 def _reset_for_tests() -> None:
-    # The providers built so far stay in _owned_providers: one of them may
-    # be the global provider, which is set once per process.
     global _state
     with _lock:
         _state = None

@@ -309,7 +309,7 @@ def flush(timeout: float | None = None) -> bool:
         return True
     limit = _default_limit() if timeout is None else timeout
     _handoff.drain(limit)
-    meters = _metrics.provider()
+    meters = _metrics.exporting_recorder()
 
     def flush_all() -> None:
         provider.force_flush(int(limit * 1000))
@@ -349,7 +349,7 @@ def shutdown(timeout: float | None = None) -> bool:
             return True
         _stopped = True
     _handoff.drain(_default_limit() if timeout is None else timeout)
-    meters = _metrics.provider()
+    meters = _metrics.exporting_recorder()
 
     def shutdown_all() -> None:
         provider.shutdown()
