@@ -13,10 +13,16 @@ PACKAGES = (
     "packages/rq_plugin",
     "packages/dramatiq_plugin",
 )
-TEST_TOOLS = ("pytest>=8", "pytest-celery>=1.1", "opentelemetry-proto", "redis>=5")
-# For the django-rq test. django-rq 3.0 and newer need RQ 2.x, so with RQ 1.16
-# the resolver picks django-rq 2.10.
-DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10")
+TEST_TOOLS = (
+    "pytest>=8",
+    "pytest-celery>=1.1",
+    "opentelemetry-proto",
+    "redis>=5",
+    "dramatiq[rabbitmq,redis]>=1.17",
+)
+# For the django-rq and django_dramatiq tests. django-rq 3.0 and newer need
+# RQ 2.x, so with RQ 1.16 the resolver picks django-rq 2.10.
+DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10", "django-dramatiq>=0.11")
 # The instrumentations the benchmark compares jobtrace with, and psutil for
 # the CPU time of a worker's process tree.
 BENCH_TOOLS = (
@@ -58,6 +64,14 @@ def rq_versions(session: nox.Session, rq: str) -> None:
     """Run the RQ tests on the oldest supported RQ, the last 2.x and the newest."""
     _install_project(session, f"rq=={rq}", *DJANGO_TOOLS)
     _run_tests(session, "tests/rq")
+
+
+@nox.session(python="3.11")
+@nox.parametrize("dramatiq", ["1.17.0", "2.2.1"])
+def dramatiq_versions(session: nox.Session, dramatiq: str) -> None:
+    """Run the Dramatiq tests on the oldest and newest supported Dramatiq."""
+    _install_project(session, f"dramatiq[rabbitmq,redis]=={dramatiq}", *DJANGO_TOOLS)
+    _run_tests(session, "tests/dramatiq")
 
 
 @nox.session(python="3.11")
