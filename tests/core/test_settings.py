@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from jobtrace._settings import DEFAULT_FLUSH_TIMEOUT, Settings
+from jobtrace._settings import (
+    DEFAULT_FLUSH_TIMEOUT,
+    DEFAULT_MAX_SPANS_PER_TRACE,
+    DEFAULT_PARTIAL_FLUSH_SECONDS,
+    DEFAULT_PARTIAL_FLUSH_SPANS,
+    Settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +189,68 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.enabled = False  # type: ignore[misc]
+
+
+def test_budget_defaults() -> None:
+    """The span budget and partial flush default to the documented values."""
+    settings = Settings.from_env({})
+
+    assert settings.max_spans_per_trace == DEFAULT_MAX_SPANS_PER_TRACE == 2048
+    assert settings.partial_flush_seconds == DEFAULT_PARTIAL_FLUSH_SECONDS == 10.0
+    assert settings.partial_flush_spans == DEFAULT_PARTIAL_FLUSH_SPANS == 300
+
+
+def test_budget_values_read(caplog: pytest.LogCaptureFixture) -> None:
+    """Valid budget values are read as numbers, and 0 turns each one off."""
+    on = Settings.from_env(
+        {
+            "JOBTRACE_MAX_SPANS_PER_TRACE": " 500 ",
+            "JOBTRACE_PARTIAL_FLUSH_SECONDS": "2.5",
+            "JOBTRACE_PARTIAL_FLUSH_SPANS": "50",
+        }
+    )
+    off = Settings.from_env(
+        {
+            "JOBTRACE_MAX_SPANS_PER_TRACE": "0",
+            "JOBTRACE_PARTIAL_FLUSH_SECONDS": "0",
+            "JOBTRACE_PARTIAL_FLUSH_SPANS": "0",
+        }
+    )
+
+    assert (on.max_spans_per_trace, on.partial_flush_seconds) == (500, 2.5)
+    assert on.partial_flush_spans == 50
+    assert (off.max_spans_per_trace, off.partial_flush_seconds) == (0, 0.0)
+    assert off.partial_flush_spans == 0
+    assert warnings_from(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "field", "default"),
+    [
+        ("JOBTRACE_MAX_SPANS_PER_TRACE", "-1", "max_spans_per_trace", 2048),
+        ("JOBTRACE_MAX_SPANS_PER_TRACE", "1.5", "max_spans_per_trace", 2048),
+        ("JOBTRACE_MAX_SPANS_PER_TRACE", "lots", "max_spans_per_trace", 2048),
+        ("JOBTRACE_PARTIAL_FLUSH_SPANS", "-5", "partial_flush_spans", 300),
+        ("JOBTRACE_PARTIAL_FLUSH_SECONDS", "-1", "partial_flush_seconds", 10.0),
+        ("JOBTRACE_PARTIAL_FLUSH_SECONDS", "inf", "partial_flush_seconds", 10.0),
+        ("JOBTRACE_PARTIAL_FLUSH_SECONDS", "10s", "partial_flush_seconds", 10.0),
+    ],
+)
+def test_invalid_budget_falls_back(
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    raw: str,
+    field: str,
+    default: object,
+) -> None:
+    """An invalid budget value gives the default and one WARNING that says
+    what is expected."""
+    settings = Settings.from_env({name: raw})
+
+    records = warnings_from(caplog)
+    assert getattr(settings, field) == default
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert name in message
+    assert repr(raw) in message
+    assert "0" in message.split("expected", 1)[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -199,12 +200,10 @@ def configure(
             _provider, _owns_provider = tracer_provider, False
             _tracer = tracer_provider.get_tracer("jobtrace", __version__)
         current = settings()
-        _settings = Settings(
-            enabled=current.enabled,
-            propagation=current.propagation,
+        _settings = dataclasses.replace(
+            current,
             component=component or current.component,
             environment=environment or current.environment,
-            flush_timeout=current.flush_timeout,
         )
         if _tracer is None:
             _build()

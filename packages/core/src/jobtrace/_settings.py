@@ -15,6 +15,15 @@ PROPAGATION_MODES = ("link", "child")
 
 #: Flush and shutdown time limit in seconds when JOBTRACE_FLUSH_TIMEOUT is unset.
 DEFAULT_FLUSH_TIMEOUT = 5.0
+#: Spans one process exports per local trace when JOBTRACE_MAX_SPANS_PER_TRACE
+#: is unset. Sentry's SDKs cap a transaction at 1,000 spans, so a lower
+#: setting suits such backends.
+DEFAULT_MAX_SPANS_PER_TRACE = 2048
+#: Seconds between partial flushes of a running trace's finished spans.
+DEFAULT_PARTIAL_FLUSH_SECONDS = 10.0
+#: Finished spans of one running trace that start a partial flush, as in
+#: Datadog's Python tracer (DD_TRACE_PARTIAL_FLUSH_MIN_SPANS).
+DEFAULT_PARTIAL_FLUSH_SPANS = 300
 
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -29,6 +38,9 @@ class Settings:
     component: str | None = None
     environment: str | None = None
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
+    max_spans_per_trace: int = DEFAULT_MAX_SPANS_PER_TRACE
+    partial_flush_seconds: float = DEFAULT_PARTIAL_FLUSH_SECONDS
+    partial_flush_spans: int = DEFAULT_PARTIAL_FLUSH_SPANS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +59,18 @@ class Settings:
             environment=env.get("JOBTRACE_ENVIRONMENT", "").strip() or None,
             flush_timeout=_read_seconds(
                 env, "JOBTRACE_FLUSH_TIMEOUT", default=DEFAULT_FLUSH_TIMEOUT
+            ),
+            max_spans_per_trace=_read_count(
+                env, "JOBTRACE_MAX_SPANS_PER_TRACE", default=DEFAULT_MAX_SPANS_PER_TRACE
+            ),
+            partial_flush_seconds=_read_seconds(
+                env,
+                "JOBTRACE_PARTIAL_FLUSH_SECONDS",
+                default=DEFAULT_PARTIAL_FLUSH_SECONDS,
+                allow_zero=True,
+            ),
+            partial_flush_spans=_read_count(
+                env, "JOBTRACE_PARTIAL_FLUSH_SPANS", default=DEFAULT_PARTIAL_FLUSH_SPANS
             ),
         )
 
@@ -81,7 +105,9 @@ def _read_choice(
     return default
 
 
-def _read_seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
+def _read_seconds(
+    env: Mapping[str, str], name: str, *, default: float, allow_zero: bool = False
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -89,10 +115,31 @@ def _read_seconds(env: Mapping[str, str], name: str, *, default: float) -> float
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value > 0 and value != float("inf"):
+    if (value > 0 or (allow_zero and value == 0)) and value != float("inf"):
+        return value
+    expected = "0 (off) or a positive number" if allow_zero else "a positive number"
+    log.warning(
+        "Invalid %s=%r, expected %s of seconds; using %s",
+        name,
+        raw,
+        expected,
+        default,
+    )
+    return default
+
+
+def _read_count(env: Mapping[str, str], name: str, *, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value >= 0:
         return value
     log.warning(
-        "Invalid %s=%r, expected a positive number of seconds; using %s",
+        "Invalid %s=%r, expected a whole number, 0 or more (0 turns it off); using %s",
         name,
         raw,
         default,
