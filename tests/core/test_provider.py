@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_module
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import jobtrace
 from jobtrace import _guard, _provider
+from jobtrace._budget import BudgetProcessor
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._version import __version__
 
@@ -569,8 +570,45 @@ def test_exporter_timeout_from_otel(
     assert recorded_exporter_calls == [{"timeout": None}]
 
 
+def batch_processor_below(processor: SpanProcessor) -> BatchSpanProcessor:
+    """Return the batch processor of a chain that span_processor built."""
+    assert isinstance(processor, HandoffProcessor)
+    budget = processor.processor
+    assert isinstance(budget, BudgetProcessor)
+    assert isinstance(budget.processor, BatchSpanProcessor)
+    return budget.processor
+
+
 def test_span_processor_given_exporter() -> None:
-    """span_processor wraps the given exporter in a batch processor."""
+    """span_processor wraps the exporter in a budget and a batch processor."""
+    exporter = InMemorySpanExporter()
+
+    processor = jobtrace.span_processor(exporter)
+
+    assert batch_processor_below(processor).span_exporter is exporter
+    processor.shutdown()
+
+
+def test_span_processor_budget_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget in the chain takes its limits from the JOBTRACE_* variables."""
+    monkeypatch.setenv("JOBTRACE_MAX_SPANS_PER_TRACE", "40")
+    monkeypatch.setenv("JOBTRACE_PARTIAL_FLUSH_SECONDS", "2.5")
+    monkeypatch.setenv("JOBTRACE_PARTIAL_FLUSH_SPANS", "7")
+
+    processor = jobtrace.span_processor(InMemorySpanExporter())
+
+    assert isinstance(processor, HandoffProcessor)
+    budget = processor.processor
+    assert isinstance(budget, BudgetProcessor)
+    assert budget.max_spans == 40
+    assert budget._seconds == 2.5
+    assert budget._spans == 7
+    processor.shutdown()
+
+
+def test_span_processor_budget_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With JOBTRACE_MAX_SPANS_PER_TRACE=0 the chain has no budget."""
+    monkeypatch.setenv("JOBTRACE_MAX_SPANS_PER_TRACE", "0")
     exporter = InMemorySpanExporter()
 
     processor = jobtrace.span_processor(exporter)
@@ -587,9 +625,8 @@ def test_span_processor_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     processor = jobtrace.span_processor()
 
-    assert isinstance(processor, HandoffProcessor)
-    assert isinstance(processor.processor, BatchSpanProcessor)
-    assert isinstance(processor.processor.span_exporter, ConsoleSpanExporter)
+    exporter = batch_processor_below(processor).span_exporter
+    assert isinstance(exporter, ConsoleSpanExporter)
     processor.shutdown()
 
 
@@ -608,9 +645,7 @@ def test_span_processor_none_with_exporter(monkeypatch: pytest.MonkeyPatch) -> N
 
     processor = jobtrace.span_processor(exporter)
 
-    assert isinstance(processor, HandoffProcessor)
-    assert isinstance(processor.processor, BatchSpanProcessor)
-    assert processor.processor.span_exporter is exporter
+    assert batch_processor_below(processor).span_exporter is exporter
     processor.shutdown()
 
 

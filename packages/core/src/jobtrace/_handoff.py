@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -99,6 +99,14 @@ _forking = threading.local()
 measurement_handler: Callable[[tuple[Any, ...]], None] | None = None
 
 
+@runtime_checkable
+class StartTracker(Protocol):
+    """A span processor that needs to know of every span that starts."""
+
+    def track_start(self, context: SpanContext, parent: SpanContext | None) -> None:
+        """Record that the span ``context`` started below ``parent``."""
+
+
 class HandoffProcessor(SpanProcessor):
     """A span processor that sends spans to the parent process from a child.
 
@@ -114,13 +122,16 @@ class HandoffProcessor(SpanProcessor):
         self._writer: _Writer | None = None
         self._passed_on = 0
         self._reopener: _Reopener | None = None
+        # A processor below that tracks spans from their start learns of
+        # the spans that children started, too.
+        self._tracker = processor if isinstance(processor, StartTracker) else None
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # The parent needs the started span to end it itself if this child
-        # dies first.
+        # dies first. The processors below run in the parent for it.
         writer = self._writer
-        if writer is not None:
-            writer.send(_STARTED, span)
+        if writer is not None and writer.send(_STARTED, span):
+            return
         self.processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -151,6 +162,16 @@ class HandoffProcessor(SpanProcessor):
             else:
                 return Resource.get_empty()
         return self._resource
+
+    def child_started(self, values: tuple[Any, ...]) -> None:
+        """Tell the processor below that a child started the span in ``values``."""
+        tracker = self._tracker
+        if tracker is not None:
+            parent = values[2]
+            tracker.track_start(
+                _decode_context(values[1]),
+                None if parent is None else _decode_context(parent),
+            )
 
     def reopener(self) -> _Reopener:
         """Return the helper that re-creates children's started spans."""
@@ -669,6 +690,7 @@ class _Collector:
                 span_id = values[1][1]
                 if kind == _STARTED:
                     stream.started[span_id] = values
+                    stream.processor.child_started(values)
                     continue
                 if span_id in stream.claimed:
                     # The parent reported this span already.

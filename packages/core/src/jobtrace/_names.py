@@ -25,6 +25,22 @@ REPORTED_BY_PARENT = "jobtrace.job.reported_by_parent"
 #: the child exited first.
 ENDED_BY_PARENT = "jobtrace.span.ended_by_parent"
 
+#: Set on an exported span whose descendants lost spans to the span budget:
+#: how many dropped spans had this span as their closest kept ancestor.
+PRUNED_SPANS = "jobtrace.pruned_spans"
+#: What those dropped spans were, as three arrays of the same length: each
+#: span name, how many spans of that name were dropped, and their total
+#: duration in seconds. Longest total first.
+PRUNED_NAMES = "jobtrace.pruned.names"
+PRUNED_COUNTS = "jobtrace.pruned.counts"
+PRUNED_DURATIONS = "jobtrace.pruned.durations"
+#: Set on the local root of a trace while a span budget is on: the spans of
+#: the local trace that ended before the root, the root included, how many
+#: of them were exported, and how many were dropped.
+TRACE_SPANS_CREATED = "jobtrace.trace.spans_created"
+TRACE_SPANS_EXPORTED = "jobtrace.trace.spans_exported"
+TRACE_SPANS_DROPPED = "jobtrace.trace.spans_dropped"
+
 #: Keys that jobtrace adds to a job's message headers, beside W3C trace
 #: context. Values are strings.
 SENT_AT_HEADER = "jobtrace_sent_at"

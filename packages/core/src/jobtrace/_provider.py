@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from jobtrace import _handoff, _metrics
+from jobtrace._budget import BudgetProcessor
 from jobtrace._settings import Settings
 from jobtrace._version import __version__
 
@@ -165,14 +166,33 @@ def span_processor(exporter: SpanExporter | None = None) -> SpanProcessor:
     Add it to your own provider when you build one yourself. Without an
     exporter, the OTLP exporter is chosen from the ``OTEL_*`` variables.
     It wraps a batch processor, and in an RQ work horse it hands spans to
-    the parent worker instead of exporting them.
+    the parent worker instead of exporting them. Unless
+    JOBTRACE_MAX_SPANS_PER_TRACE is 0, it also keeps each local trace
+    within that many spans and exports long traces' spans early.
     """
     chosen = exporter or _exporter_from_env()
     if chosen is None:
         raise ValueError("OTEL_TRACES_EXPORTER=none, so pass an exporter")
-    processor = _handoff.HandoffProcessor(BatchSpanProcessor(chosen))
+    processor = _chain(chosen, None)
     _handoff.activate(processor)
     return processor
+
+
+def _chain(
+    exporter: SpanExporter, resource: Resource | None
+) -> _handoff.HandoffProcessor:
+    # The budget sits below the handoff, so that it runs in the process
+    # that exports: for a forked child's spans, the parent.
+    processor: SpanProcessor = BatchSpanProcessor(exporter)
+    current = settings()
+    if current.max_spans_per_trace:
+        processor = BudgetProcessor(
+            processor,
+            max_spans=current.max_spans_per_trace,
+            partial_flush_seconds=current.partial_flush_seconds,
+            partial_flush_spans=current.partial_flush_spans,
+        )
+    return _handoff.HandoffProcessor(processor, resource)
 
 
 def configure(
@@ -241,9 +261,7 @@ def _build() -> None:
         exporter = _exporter_from_env()
         if exporter is not None:
             _exporter = _TrackedExporter(exporter)
-            processor = _handoff.HandoffProcessor(
-                BatchSpanProcessor(_exporter), resource
-            )
+            processor = _chain(_exporter, resource)
             _provider.add_span_processor(processor)
             _handoff.activate(processor)
         trace.set_tracer_provider(_provider)
