@@ -35,8 +35,9 @@ from opentelemetry.trace import (
 )
 
 import jobtrace
-from jobtrace import _budget, _guard, _handoff, _provider, _pruning
+from jobtrace import _budget, _guard, _handoff, _metrics, _provider, _pruning
 from jobtrace import _names as names
+from jobtrace._aggregation import DROPPED_SPANS, Aggregates
 from jobtrace._budget import BudgetProcessor
 from jobtrace._handoff import HandoffProcessor
 
@@ -342,24 +343,48 @@ def test_drops_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     assert _budget.dropped_counts() == {"budget": 16}
 
 
-def test_drops_counted_in_metric(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The jobtrace.spans.dropped counter adds up every dropped span."""
+def test_drops_counted_in_metric() -> None:
+    """The jobtrace.spans.dropped job metric adds up every dropped span."""
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("tests")
-    counter = meter.create_counter(_budget.DROPPED_METRIC)
-    monkeypatch.setattr(_budget, "_counter", counter)
+    _metrics._state = _metrics._SdkRecorder(meter)
     pipeline = Pipeline(4)
 
-    with pipeline.tracer.start_as_current_span("process job"):
-        for number in range(10):
-            pipeline.tracer.start_span(f"step {number}").end()
+    try:
+        with pipeline.tracer.start_as_current_span("process job"):
+            for number in range(10):
+                pipeline.tracer.start_span(f"step {number}").end()
+    finally:
+        _metrics._reset_for_tests()
 
     data = reader.get_metrics_data()
     assert data is not None
-    (metric,) = data.resource_metrics[0].scope_metrics[0].metrics
-    (point,) = metric.data.data_points  # type: ignore[union-attr]
+    (dropped,) = [
+        metric
+        for metric in data.resource_metrics[0].scope_metrics[0].metrics
+        if metric.name == "jobtrace.spans.dropped"
+    ]
+    (point,) = dropped.data.data_points  # type: ignore[union-attr]
     assert point.value == 7
-    assert dict(point.attributes or {}) == {_budget.REASON_ATTRIBUTE: "budget"}
+    assert dict(point.attributes or {}) == {names.DROP_REASON: "budget"}
+
+
+def test_drops_in_exported_metrics() -> None:
+    """jobtrace's own metric aggregation adds dropped spans up per reason."""
+    aggregates = Aggregates()
+
+    aggregates.add(DROPPED_SPANS, {names.DROP_REASON: "budget"}, 5)
+    aggregates.add(DROPPED_SPANS, {names.DROP_REASON: "budget"}, 2)
+    aggregates.add(DROPPED_SPANS, {names.DROP_REASON: "late"}, 1)
+
+    (metric,) = aggregates.collect(delta=False)
+    points = {
+        point.attributes[names.DROP_REASON]: point.value  # type: ignore[index]
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    }
+    assert metric.name == "jobtrace.spans.dropped"
+    assert metric.unit == "{span}"
+    assert points == {"budget": 7, "late": 1}
 
 
 def test_no_totals_without_budget() -> None:

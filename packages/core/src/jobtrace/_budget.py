@@ -7,8 +7,8 @@ the spans of each job. :mod:`jobtrace._pruning` decides what it keeps.
 
 Dropping is never silent: the local root carries the totals, the first
 trace that loses spans is logged at WARNING (later ones at DEBUG), and
-every dropped span is counted in the ``jobtrace.spans.dropped`` metric of
-the global meter provider.
+every dropped span is counted in the ``jobtrace.spans.dropped`` job
+metric.
 """
 
 from __future__ import annotations
@@ -21,23 +21,17 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 
-from opentelemetry import metrics
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanContext
 
+from jobtrace import _metrics
+from jobtrace._aggregation import DROPPED_SPANS
 from jobtrace._guard import Guard, report_error
 from jobtrace._pruning import MAX_OPEN_TRACES, DropReport, Pruner
-from jobtrace._version import __version__
 
 log = logging.getLogger(__name__)
-
-#: Metric that counts dropped spans, with the reason as ``jobtrace.drop_reason``:
-#: ``budget`` for spans that did not fit, ``late`` for spans that ended after
-#: their local root and did not fit or lost their parent.
-DROPPED_METRIC = "jobtrace.spans.dropped"
-REASON_ATTRIBUTE = "jobtrace.drop_reason"
 
 _FLUSH = Guard("span budget flush")
 _SHUTDOWN = Guard("span budget shutdown")
@@ -46,7 +40,6 @@ _NO_OP_STARTS = (SpanProcessor.on_start, BatchSpanProcessor.on_start)
 
 _counts_lock = threading.Lock()
 _counts: Counter[str] = Counter()
-_counter: metrics.Counter | None = None
 
 
 class BudgetProcessor(SpanProcessor):
@@ -217,7 +210,7 @@ def _report(reports: list[DropReport], max_spans: int) -> None:
             first = reason not in _counts
             _counts[reason] += dropped
         if dropped:
-            _dropped_counter().add(dropped, {REASON_ATTRIBUTE: reason})
+            _metrics.record_dropped_spans(reason, dropped)
         level = logging.WARNING if first else logging.DEBUG
         if reason == "budget":
             log.log(
@@ -229,7 +222,7 @@ def _report(reports: list[DropReport], max_spans: int) -> None:
                 created - dropped,
                 created,
                 max_spans,
-                DROPPED_METRIC,
+                DROPPED_SPANS,
             )
         elif reason == "late":
             log.log(
@@ -248,16 +241,3 @@ def _report(reports: list[DropReport], max_spans: int) -> None:
                 MAX_OPEN_TRACES,
                 trace_id,
             )
-
-
-def _dropped_counter() -> metrics.Counter:
-    global _counter
-    if _counter is None:
-        meter = metrics.get_meter("jobtrace", __version__)
-        _counter = meter.create_counter(
-            DROPPED_METRIC,
-            unit="{span}",
-            description="Spans dropped to keep each local trace within "
-            "JOBTRACE_MAX_SPANS_PER_TRACE",
-        )
-    return _counter

@@ -32,6 +32,7 @@ from jobtrace import _names as names
 from jobtrace._aggregation import (
     CONSUMED_MESSAGES,
     COUNTERS,
+    DROPPED_SPANS,
     DURATION_BUCKETS,
     HISTOGRAMS,
     OPERATION_DURATION,
@@ -95,6 +96,9 @@ class _SdkRecorder:
             self._histograms[OPERATION_DURATION].record(duration, attributes)
             self._counters[SENT_MESSAGES].add(1, attributes)
 
+    def add(self, name: str, attributes: dict[str, Any], amount: int) -> None:
+        self._counters[name].add(amount, attributes)
+
 
 def record_run(
     base: Mapping[str, Any],
@@ -135,6 +139,13 @@ def _attributes(
 def _without_outcome(attributes: Mapping[str, Any]) -> dict[str, Any]:
     dropped = (names.JOB_OUTCOME, names.ERROR_TYPE)
     return {key: value for key, value in attributes.items() if key not in dropped}
+
+
+def record_dropped_spans(reason: str, count: int) -> None:
+    """Count spans that the span budget dropped in this process."""
+    recorder = _recorder()
+    if recorder is not None:
+        recorder.add(DROPPED_SPANS, {names.DROP_REASON: reason}, count)
 
 
 def _dispatch(values: tuple[Any, ...]) -> None:

@@ -40,6 +40,10 @@ PRUNED_DURATIONS = "jobtrace.pruned.durations"
 TRACE_SPANS_CREATED = "jobtrace.trace.spans_created"
 TRACE_SPANS_EXPORTED = "jobtrace.trace.spans_exported"
 TRACE_SPANS_DROPPED = "jobtrace.trace.spans_dropped"
+#: Set on the ``jobtrace.spans.dropped`` metric: ``budget`` for spans that
+#: did not fit in their local trace's budget, ``late`` for spans that ended
+#: after their local root and did not fit or had lost their parent.
+DROP_REASON = "jobtrace.drop_reason"
 
 #: Keys that jobtrace adds to a job's message headers, beside W3C trace
 #: context. Values are strings.
