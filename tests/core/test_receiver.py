@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from jobtrace._receiver import OtlpReceiver, ReceivedSpan
+from jobtrace._receiver import Fault, OtlpReceiver, ReceivedSpan
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 MakeTracer = Callable[..., trace.Tracer]
@@ -444,3 +444,53 @@ def test_stop_closes_port() -> None:
     assert status == 200
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_fault_status_and_retry_after(receiver: OtlpReceiver) -> None:
+    """A status fault answers every request with it and stores nothing."""
+    receiver.set_fault(Fault(status=429, retry_after="7"))
+    request = urllib.request.Request(
+        receiver.endpoint + "/v1/traces", b"", PROTOBUF, method="POST"
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=5)
+
+    assert raised.value.code == 429
+    assert raised.value.headers["Retry-After"] == "7"
+    assert receiver.faulted_requests == 1
+    assert receiver.request_count() == 0
+
+
+def test_hang_fault_released(receiver: OtlpReceiver) -> None:
+    """A hanging request gets no answer, and clearing the fault releases it."""
+    receiver.set_fault(Fault(hang=True))
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            post(receiver.endpoint + "/v1/traces", b"")
+        except (OSError, http.client.HTTPException) as error:
+            outcome.append(error)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    sender.join(0.5)
+    assert sender.is_alive()
+    receiver.set_fault(None)
+    sender.join(5)
+
+    assert not sender.is_alive()
+    assert len(outcome) == 1
+    assert post(receiver.endpoint + "/v1/traces", b"")[0] == 200
+
+
+def test_restart_keeps_port() -> None:
+    """A stopped receiver starts again on the port it had."""
+    with OtlpReceiver() as receiver:
+        first = receiver.endpoint
+        receiver.stop()
+        receiver.start()
+
+        assert receiver.endpoint == first
+        assert post(first + "/v1/traces", b"")[0] == 200

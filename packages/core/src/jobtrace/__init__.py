@@ -27,6 +27,7 @@ from jobtrace._names import Outcome
 from jobtrace._provider import (
     component,
     configure,
+    dropped_spans,
     enabled,
     flush,
     flush_before_exit,
@@ -69,6 +70,7 @@ __all__ = [
     "component",
     "configure",
     "current_job",
+    "dropped_spans",
     "enabled",
     "end_abandoned",
     "end_run",

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from jobtrace import _handoff, _metrics
+from jobtrace import _delivery, _handoff, _metrics
 from jobtrace._budget import BudgetProcessor
 from jobtrace._settings import Settings
 from jobtrace._version import __version__
@@ -58,12 +58,18 @@ class _TrackedExporter(SpanExporter):
 
     The flag lives in shared memory. When the provider is built before a
     worker forks its pool, every child, including children forked later,
-    reads and writes the same flag.
+    reads and writes the same flag. The wrapper also counts the spans of
+    each export in ``health``, and logs failures once per outage in place
+    of the exporter's line per batch.
     """
 
     def __init__(self, exporter: SpanExporter) -> None:
         self._exporter = exporter
         self._failing = multiprocessing.RawValue(ctypes.c_bool, False)
+        endpoint = getattr(exporter, "_endpoint", None)
+        self.health = _delivery.ExportHealth(
+            _delivery.redact(endpoint) if isinstance(endpoint, str) else None
+        )
 
     @property
     def failing(self) -> bool:
@@ -75,12 +81,17 @@ class _TrackedExporter(SpanExporter):
         self._failing.value = value
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._exporter.export(spans)
-        except Exception:
-            self.failing = True
-            raise
-        self.failing = result is not SpanExportResult.SUCCESS
+        reason = None
+        with _delivery.quiet_logs() as held:
+            try:
+                result = self._exporter.export(spans)
+            except Exception as error:
+                result = SpanExportResult.FAILURE
+                reason = _delivery.redact(f"{type(error).__name__}: {error}")
+        succeeded = result is SpanExportResult.SUCCESS
+        self.failing = not succeeded
+        reason = reason or _delivery.reason_of(held)
+        self.health.count_export(len(spans), succeeded, reason)
         return result
 
     def shutdown(self) -> None:
@@ -179,11 +190,17 @@ def span_processor(exporter: SpanExporter | None = None) -> SpanProcessor:
 
 
 def _chain(
-    exporter: SpanExporter, resource: Resource | None
+    exporter: SpanExporter,
+    resource: Resource | None,
+    health: _delivery.ExportHealth | None = None,
 ) -> _handoff.HandoffProcessor:
     # The budget sits below the handoff, so that it runs in the process
-    # that exports: for a forked child's spans, the parent.
+    # that exports: for a forked child's spans, the parent. The count of
+    # queued spans sits right above the batch processor, so that spans the
+    # budget drops on purpose never count as dropped by the export.
     processor: SpanProcessor = BatchSpanProcessor(exporter)
+    if health is not None:
+        processor = _delivery.CountingProcessor(processor, health)
     current = settings()
     if current.max_spans_per_trace:
         processor = BudgetProcessor(
@@ -261,7 +278,7 @@ def _build() -> None:
         exporter = _exporter_from_env()
         if exporter is not None:
             _exporter = _TrackedExporter(exporter)
-            processor = _chain(_exporter, resource)
+            processor = _chain(_exporter, resource, _exporter.health)
             _provider.add_span_processor(processor)
             _handoff.activate(processor)
         trace.set_tracer_provider(_provider)
@@ -373,7 +390,23 @@ def shutdown(timeout: float | None = None) -> bool:
         if meters is not None:
             meters.shutdown()
 
-    return _run_bounded(shutdown_all, timeout, "shutdown")
+    finished = _run_bounded(shutdown_all, timeout, "shutdown")
+    if _exporter is not None:
+        _exporter.health.count_unsent()
+        _exporter.health.report()
+    return finished
+
+
+def dropped_spans() -> int:
+    """Return how many spans this process could not export so far.
+
+    These are the spans of exports that failed, spans the batch queue
+    dropped because it was full, and spans still queued when a bounded
+    shutdown ran out of time. Only the provider that jobtrace builds counts
+    them: with a provider of the application's, this returns 0.
+    """
+    exporter = _exporter
+    return 0 if exporter is None else exporter.health.dropped
 
 
 def _run_bounded(

@@ -4,7 +4,8 @@
 of OTLP/HTTP, so a real OTLP exporter can send to it. The ``jobtrace demo``
 command and the integration tests use it to see the spans that jobtrace
 exported over the wire, and it can forward every accepted request to a real
-collector at the same time.
+collector at the same time. Tests also make it fail on purpose, with
+:meth:`OtlpReceiver.set_fault`, to play a collector that is down.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ from jobtrace._otlp import (
     decode_span,
 )
 
-__all__ = ["LOGS_PATH", "METRICS_PATH", "TRACES_PATH", "OtlpReceiver", "ReceivedSpan"]
+__all__ = [
+    "LOGS_PATH",
+    "METRICS_PATH",
+    "TRACES_PATH",
+    "Fault",
+    "OtlpReceiver",
+    "ReceivedSpan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,9 @@ LOGS_PATH = "/v1/logs"
 _PATHS = (TRACES_PATH, METRICS_PATH, LOGS_PATH)
 _FORWARD_TIMEOUT_S = 5.0
 _POLL_INTERVAL_S = 0.05
+#: Maximum time in seconds that a request waits for a response while the
+#: receiver hangs.
+_MAX_HANG_S = 300.0
 _PROTOBUF = "application/x-protobuf"
 _EMPTY_RESPONSE: bytes = ExportTraceServiceResponse().SerializeToString()
 
@@ -64,6 +75,21 @@ class _RejectedRequestError(Exception):
         self.status = status
 
 
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """The response the receiver sends to every request while a fault is set.
+
+    With ``hang``, it reads each request and sends no response until the
+    fault is cleared or the receiver stops, then closes the connection.
+    Otherwise it responds with ``status``, with a ``Retry-After`` header
+    when ``retry_after`` is set, and stores nothing.
+    """
+
+    status: int = 503
+    retry_after: str | None = None
+    hang: bool = False
+
+
 class OtlpReceiver:
     """An OTLP/HTTP server on 127.0.0.1 that stores the spans it receives.
 
@@ -73,6 +99,8 @@ class OtlpReceiver:
     only counted. With
     ``forward_to`` set, each accepted request is sent on unchanged to the
     same path under that endpoint before the receiver sends its response.
+    After :meth:`stop`, :meth:`start` binds the same port again, so to an
+    exporter the collector went away and came back.
 
     Note:
         The receiver reads only bodies with a ``Content-Length`` header, and
@@ -88,6 +116,11 @@ class OtlpReceiver:
         self._generation = 0
         self._request_counts: Counter[str] = Counter()
         self._forward_failures = 0
+        self._fault: Fault | None = None
+        self._faulted_requests = 0
+        # Set while no request may hang: no fault, or the receiver stopped.
+        self._release = threading.Event()
+        self._release.set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -96,6 +129,9 @@ class OtlpReceiver:
         if self._server is not None:
             raise RuntimeError("OtlpReceiver is already started")
         self._server = _Server(("127.0.0.1", self._port), self)
+        self._port = self._server.server_address[1]
+        if self._fault is not None and self._fault.hang:
+            self._release.clear()
         # stop() waits up to one poll interval for serve_forever to notice.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -111,6 +147,7 @@ class OtlpReceiver:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
+        self._release.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -141,6 +178,35 @@ class OtlpReceiver:
         """The number of requests that could not be forwarded."""
         with self._changed:
             return self._forward_failures
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Fail every request as ``fault`` sets, or serve normally for None.
+
+        Requests that are hanging when the fault changes are released and
+        get no response.
+        """
+        with self._changed:
+            self._fault = fault
+        if fault is not None and fault.hang:
+            self._release.clear()
+        else:
+            self._release.set()
+
+    @property
+    def faulted_requests(self) -> int:
+        """The number of requests that a fault failed or held."""
+        with self._changed:
+            return self._faulted_requests
+
+    def _faulted(self) -> Fault | None:
+        with self._changed:
+            fault = self._fault
+            if fault is not None:
+                self._faulted_requests += 1
+            return fault
+
+    def _hang(self) -> None:
+        self._release.wait(_MAX_HANG_S)
 
     def request_count(self, path: str = TRACES_PATH) -> int:
         """Return how many requests to ``path`` were accepted."""
@@ -316,12 +382,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
         try:
             body = self._read_body()
+            fault = receiver._faulted()
+            if fault is not None:
+                self._answer_fault(receiver, fault)
+                return
             payload = receiver._accept(self.path, headers, body)
         except _RejectedRequestError as error:
             log.debug("OTLP receiver rejected %s: %s", self.path, error)
             self._respond(error.status, str(error).encode(), "text/plain")
             return
         self._respond(200, payload, _PROTOBUF)
+
+    def _answer_fault(self, receiver: OtlpReceiver, fault: Fault) -> None:
+        if fault.hang:
+            receiver._hang()
+            self.close_connection = True
+            return
+        message = f"fault injected: status {fault.status}".encode()
+        self.send_response(fault.status)
+        if fault.retry_after is not None:
+            self.send_header("Retry-After", fault.retry_after)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(message)))
+        self.end_headers()
+        self.wfile.write(message)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")

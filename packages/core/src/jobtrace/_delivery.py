@@ -1,0 +1,258 @@
+"""Counting the spans that could not be exported, and logging it once.
+
+While a collector is down, OpenTelemetry's OTLP exporters log an ERROR for
+every batch they fail to send and a WARNING for every retry, and the batch
+processor logs a WARNING each time its queue is full. Over an outage that
+is a line every few seconds in every worker process. jobtrace holds those
+lines back for the exporter it wraps and counts the dropped spans. It logs
+one WARNING with the exporter's reason when export starts failing, and one
+with the count when export works again or the process shuts down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+log = logging.getLogger(__name__)
+
+#: Loggers of OpenTelemetry's OTLP exporters and batch processor whose
+#: records are held back while jobtrace's exporter or processor runs.
+QUIETED_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.sdk._shared_internal",
+)
+
+_quiet = threading.local()
+_filter_lock = threading.Lock()
+_filter_installed = False
+
+# Credentials in a URL's user part or query string, which an exporter's
+# message may contain when the endpoint carries them.
+_URL_USER = re.compile(r"(?<=//)[^/@\s'\"]+@")
+_URL_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|signature)=)[^&\s'\"]+"
+)
+
+
+class _HeldBack(logging.Filter):
+    """Drops records logged in a thread inside :func:`quiet_logs`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held: list[logging.LogRecord] | None = getattr(_quiet, "held", None)
+        if held is None:
+            return True
+        held.append(record)
+        return False
+
+
+def _install_filter() -> None:
+    global _filter_installed
+    with _filter_lock:
+        if _filter_installed:
+            return
+        held_back = _HeldBack()
+        for name in QUIETED_LOGGERS:
+            # First, so that the SDK's own duplicate filter never hides a
+            # record from this one.
+            logging.getLogger(name).filters.insert(0, held_back)
+        _filter_installed = True
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold back the records of :data:`QUIETED_LOGGERS` in this thread.
+
+    Yields the list that collects them. Records of other threads, such as
+    an exporter that the application runs itself, pass as usual.
+    """
+    _install_filter()
+    outer = getattr(_quiet, "held", None)
+    held: list[logging.LogRecord] = []
+    _quiet.held = held
+    try:
+        yield held
+    finally:
+        _quiet.held = outer
+
+
+def redact(message: str) -> str:
+    """Remove credentials that a URL in ``message`` may carry."""
+    return _URL_SECRET.sub(r"\1***", _URL_USER.sub("***@", message))
+
+
+def reason_of(held: list[logging.LogRecord]) -> str | None:
+    """Return the message of the first WARNING or ERROR in ``held``, redacted.
+
+    The first record names the cause: a retried export logs the connection
+    error first and a generic "max retries" line last.
+    """
+    for record in held:
+        if record.levelno >= logging.WARNING:
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = str(record.msg)
+            return redact(message).rstrip(". ")
+    return None
+
+
+class ExportHealth:
+    """Counts of one exporter's spans, and the log lines about its failures.
+
+    ``queued`` counts the spans handed to the batch processor, ``exported``
+    and ``failed`` the spans in exports that succeeded or failed, and
+    ``overflowed`` the spans the batch processor dropped because its queue
+    was full. Counts are per process and start from zero in a forked child.
+    """
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self.queued = self.exported = self.failed = self.overflowed = 0
+        self.unsent = 0
+        # Spans dropped since the last line that reported a count.
+        self._unreported = 0
+        self._failing = False
+        self.reason: str | None = None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self.queued = self.exported = self.failed = self.overflowed = 0
+        self.unsent = self._unreported = 0
+        self._failing = False
+        self.reason = None
+
+    @property
+    def dropped(self) -> int:
+        """Spans that will never be exported: failed, overflowed or unsent."""
+        return self.failed + self.overflowed + self.unsent
+
+    def count_queued(self, *, overflowed: bool) -> None:
+        """Count a span handed to the batch processor.
+
+        ``overflowed`` is true when the queue was full, so the processor
+        dropped its oldest span to make room.
+        """
+        with self._lock:
+            self.queued += 1
+            if overflowed:
+                self.overflowed += 1
+                self._unreported += 1
+
+    def count_export(self, spans: int, succeeded: bool, reason: str | None) -> None:
+        """Count one export of ``spans`` spans, logging a change of state."""
+        with self._lock:
+            if succeeded:
+                self.exported += spans
+                recovered, self._failing = self._failing, False
+                dropped, self._unreported = self._unreported, 0
+                started = False
+            else:
+                self.failed += spans
+                self._unreported += spans
+                started, self._failing = not self._failing, True
+                recovered, dropped = False, 0
+                self.reason = reason or "unknown error"
+        if started:
+            log.warning(
+                "Exporting spans to %s failed (%s); jobtrace drops the spans "
+                "it cannot export and logs their count when export works "
+                "again and at shutdown",
+                self.endpoint or "the collector",
+                reason or "unknown error",
+            )
+        elif recovered:
+            log.warning(
+                "Exporting spans to %s works again; %d spans were dropped "
+                "while it failed",
+                self.endpoint or "the collector",
+                dropped,
+            )
+
+    def count_unsent(self) -> None:
+        """Count the spans still queued when the processor stopped."""
+        with self._lock:
+            left = self.queued - self.overflowed - self.exported - self.failed
+            left -= self.unsent
+            if left > 0:
+                self.unsent += left
+                self._unreported += left
+
+    def report(self) -> None:
+        """Log the dropped spans of this process in one line, if any."""
+        with self._lock:
+            if not self._unreported and not self._failing:
+                return
+            self._unreported = 0
+            counts = {
+                "dropped": self.dropped,
+                "queued": self.queued,
+                "failed": self.failed,
+                "overflowed": self.overflowed,
+                "unsent": self.unsent,
+                "reason": self.reason or "none",
+            }
+        if not counts["dropped"]:
+            return
+        log.warning(
+            "jobtrace dropped %(dropped)d of %(queued)d spans: %(failed)d in "
+            "failed exports, %(overflowed)d over the batch queue limit, "
+            "%(unsent)d unsent at shutdown; last export error: %(reason)s",
+            counts,
+        )
+
+
+class CountingProcessor(SpanProcessor):
+    """Counts the spans handed to a ``BatchSpanProcessor`` in ``health``.
+
+    A full queue makes the batch processor log a WARNING per span. Those
+    lines are held back, because the count replaces them.
+    """
+
+    def __init__(self, batch: SpanProcessor, health: ExportHealth) -> None:
+        self.batch = batch
+        self.health = health
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.batch.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        full = queue_full(self.batch)
+        self.health.count_queued(overflowed=full)
+        if not full:
+            self.batch.on_end(span)
+            return
+        with quiet_logs():
+            self.batch.on_end(span)
+
+    def shutdown(self) -> None:
+        self.batch.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.batch.force_flush(timeout_millis)
+
+
+def queue_full(processor: object) -> bool:
+    """Return whether the batch queue of a ``BatchSpanProcessor`` is full.
+
+    The SDK keeps its queue private, so this returns False when the
+    attribute it reads is missing in the installed SDK.
+    """
+    inner = getattr(processor, "_batch_processor", None)
+    queue = getattr(inner, "_queue", None)
+    maxlen = getattr(queue, "maxlen", None)
+    if queue is None or maxlen is None:
+        return False
+    return bool(len(queue) >= maxlen)
