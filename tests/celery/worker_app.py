@@ -81,6 +81,12 @@ def soft() -> None:
     time.sleep(5)
 
 
+@app.task(name="it.sleep")
+def sleep(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
 @app.task(name="it.total")
 def total(values: list[int]) -> int:
     return sum(values)

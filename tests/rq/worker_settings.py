@@ -6,6 +6,7 @@ Importing it instruments RQ, which is how a deployment turns jobtrace on for
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -13,6 +14,12 @@ import jobtrace_rq
 from jobtrace import signals
 
 from .worker_classes import WithoutCommandListener
+
+# RQ sets up only its own logger, and jobtrace's package logger has just a
+# NullHandler, so jobtrace's warnings reach stderr only through this one.
+_stderr = logging.StreamHandler()
+_stderr.setLevel(logging.WARNING)
+logging.getLogger("jobtrace").addHandler(_stderr)
 
 # The auto-instrumentation test leaves this to opentelemetry-instrument.
 if os.environ.get("TEST_INSTRUMENT", "1") == "1":

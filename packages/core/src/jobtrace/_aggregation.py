@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from jobtrace import _delivery
 from jobtrace import _names as names
 from jobtrace._guard import Guard
 from jobtrace._version import __version__
@@ -245,6 +246,10 @@ class ExportingRecorder:
         self._export_lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        endpoint = getattr(exporter, "_endpoint", None)
+        self._log = _delivery.MetricExportLog(
+            _delivery.redact(endpoint) if isinstance(endpoint, str) else None
+        )
 
     def record(self, values: tuple[Any, ...]) -> None:
         self._aggregates.record(values)
@@ -289,11 +294,13 @@ class ExportingRecorder:
                     )
                 ]
             )
-            result = self._exporter.export(data, timeout_millis=timeout_millis)
-        if result is not MetricExportResult.SUCCESS:
-            log.warning("jobtrace could not export its job metrics")
-            return False
-        return True
+            # The exporter's own lines, one per failed export, are replaced
+            # by one line when export fails and one when it works again.
+            with _delivery.quiet_logs() as held:
+                result = self._exporter.export(data, timeout_millis=timeout_millis)
+        succeeded = result is MetricExportResult.SUCCESS
+        self._log.update(succeeded, _delivery.reason_of(held))
+        return succeeded
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Export now, so the collector has every measurement so far."""

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 #: records are held back while jobtrace's exporter or processor runs.
 QUIETED_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.sdk._shared_internal",
@@ -242,6 +243,35 @@ class CountingProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.batch.force_flush(timeout_millis)
+
+
+class MetricExportLog:
+    """Logs when a metric exporter starts failing and when it works again.
+
+    With cumulative temporality, the default, the first export after an
+    outage carries every count made during it. With delta temporality the
+    counts of the failed exports are lost.
+    """
+
+    def __init__(self, endpoint: str | None) -> None:
+        self.endpoint = endpoint
+        self._failing = False
+
+    def update(self, succeeded: bool, reason: str | None) -> None:
+        """Record the result of one export, logging a change of state."""
+        if succeeded == (not self._failing):
+            return
+        self._failing = not succeeded
+        where = self.endpoint or "the collector"
+        if succeeded:
+            log.warning("Exporting metrics to %s works again", where)
+            return
+        log.warning(
+            "Exporting metrics to %s failed (%s); jobtrace logs again when "
+            "export works",
+            where,
+            reason or "unknown error",
+        )
 
 
 def queue_full(processor: object) -> bool:

@@ -1,0 +1,250 @@
+"""Real worker processes of each host, driven the same way by the fault tests.
+
+Each host class starts its worker as a subprocess that exports to a test's
+OTLP receiver and writes its output to a log file, and runs batches of
+jobs from this process. A fault test takes a host as a parameter, so a
+new host joins every fault test by adding a class to :data:`HOSTS`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobtrace._receiver import OtlpReceiver
+from tests.celery import workers as celery_workers
+from tests.rq import workers as rq_workers
+
+WAIT = 60
+
+
+class Worker:
+    """A running worker subprocess and the log file it writes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def log_text(self) -> str:
+        """Return everything the worker wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """Return the resident memory of the worker's main process."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(row for row in status.splitlines() if row.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> float:
+        """Send ``sig`` and return the seconds until the worker exited."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        self.process.wait(timeout=WAIT)
+        return time.monotonic() - started
+
+    def pause(self) -> None:
+        """Stop the worker and its children with SIGSTOP."""
+        for pid in (self.process.pid, *self.children()):
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue a worker that :meth:`pause` stopped."""
+        for pid in (self.process.pid, *self.children()):
+            os.kill(pid, signal.SIGCONT)
+
+    def children(self) -> list[int]:
+        """Return the pids of the worker's child processes."""
+        path = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
+        with open(path) as listed:
+            return [int(pid) for pid in listed.read().split()]
+
+
+class Host(Protocol):
+    """What the fault tests need from one host's worker."""
+
+    name: str
+
+    def worker(
+        self, receiver: OtlpReceiver, log_path: Path, env: dict[str, str]
+    ) -> Any:
+        """Start a worker; a context manager that yields a :class:`Worker`."""
+
+    def run_jobs(self, count: int) -> list[str]:
+        """Enqueue ``count`` quick jobs, wait until all finished, return ids."""
+
+    def enqueue(self, count: int) -> list[str]:
+        """Enqueue ``count`` quick jobs without waiting; return their ids."""
+
+    def done(self, ids: list[str]) -> bool:
+        """Return whether the last job in ``ids`` has finished, cheaply.
+
+        Each worker runs its queue in order, so the last job is about the
+        last to finish; :meth:`finished` then checks every job.
+        """
+
+    def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
+        """Enqueue ``count`` jobs that sleep ``seconds``; return their ids."""
+
+    def finished(self, ids: list[str]) -> bool:
+        """Return whether every job in ``ids`` finished successfully."""
+
+
+def _stop_quietly(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+class CeleryHost:
+    """A prefork ``celery worker`` with two children, on Redis."""
+
+    name = "celery"
+    options: tuple[str, ...] = ("--pool", "prefork", "--concurrency", "2")
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        self.app: Any = None
+
+    @contextmanager
+    def worker(
+        self, receiver: OtlpReceiver, log_path: Path, env: dict[str, str]
+    ) -> Iterator[Worker]:
+        queue = f"jobtrace-faults-{uuid.uuid4().hex[:8]}"
+        command = [
+            sys.executable, "-m", "celery", "--app", "worker_app", "worker",
+            "--queues", queue, "--hostname", f"{queue}@%h",
+            "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
+            "--without-mingle", *self.options,
+        ]  # fmt: skip
+        full_env = celery_workers.worker_env(receiver, self.broker_url, queue)
+        full_env.update(env)
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                env=full_env,
+                cwd=celery_workers.HERE,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        self.app = celery_workers.producer(self.broker_url, queue)
+        try:
+            yield Worker(process, log_path)
+        finally:
+            _stop_quietly(process)
+
+    def run_jobs(self, count: int) -> list[str]:
+        results = [self.app.send_task("it.add", args=(n, n)) for n in range(count)]
+        values = [result.get(timeout=WAIT) for result in results]
+        assert values == [2 * n for n in range(count)]
+        return [result.id for result in results]
+
+    def enqueue(self, count: int) -> list[str]:
+        return [self.app.send_task("it.add", args=(n, n)).id for n in range(count)]
+
+    def done(self, ids: list[str]) -> bool:
+        return bool(self.app.AsyncResult(ids[-1]).ready())
+
+    def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
+        return [
+            self.app.send_task("it.sleep", args=(seconds,)).id for _ in range(count)
+        ]
+
+    def finished(self, ids: list[str]) -> bool:
+        return all(self.app.AsyncResult(job_id).state == "SUCCESS" for job_id in ids)
+
+
+class RQHost:
+    """RQ's forking worker, one work horse per job, on Redis."""
+
+    name = "rq"
+
+    def __init__(self, rq_url: str) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        self.rq_url = rq_url
+        self.queue = Queue(
+            f"jobtrace-faults-{uuid.uuid4().hex[:8]}",
+            connection=Redis.from_url(rq_url),
+        )
+
+    @contextmanager
+    def worker(
+        self, receiver: OtlpReceiver, log_path: Path, env: dict[str, str]
+    ) -> Iterator[Worker]:
+        command = [
+            sys.executable, "-m", "rq.cli", "worker", "-u", self.rq_url,
+            "-c", "tests.rq.worker_settings",
+            "-w", rq_workers.WORKER_CLASSES["forking"],
+            "--logging_level", "WARNING", self.queue.name,
+        ]  # fmt: skip
+        full_env = rq_workers.worker_env(receiver)
+        full_env.update(env)
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                env=full_env,
+                cwd=rq_workers.ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            yield Worker(process, log_path)
+        finally:
+            _stop_quietly(process)
+            self.queue.delete(delete_jobs=True)
+
+    def run_jobs(self, count: int) -> list[str]:
+        from tests.rq import jobs
+
+        enqueued = [self.queue.enqueue(jobs.add, n, n) for n in range(count)]
+        ids = [job.id for job in enqueued]
+        deadline = time.monotonic() + WAIT
+        # One worker runs the queue in order, so the last job ends last.
+        while not self.finished(ids[-1:]):
+            assert time.monotonic() < deadline, "the jobs did not finish"
+            time.sleep(0.01)
+        assert self.finished(ids)
+        return ids
+
+    def enqueue(self, count: int) -> list[str]:
+        from tests.rq import jobs
+
+        return [self.queue.enqueue(jobs.add, n, n).id for n in range(count)]
+
+    def done(self, ids: list[str]) -> bool:
+        return self.finished(ids[-1:])
+
+    def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
+        from tests.rq import jobs
+
+        return [self.queue.enqueue(jobs.sleep, seconds).id for _ in range(count)]
+
+    def finished(self, ids: list[str]) -> bool:
+        from rq.job import Job, JobStatus
+
+        found = Job.fetch_many(ids, connection=self.queue.connection)
+        return all(
+            job is not None and job.get_status() == JobStatus.FINISHED for job in found
+        )
+
+
+def make_host(name: str, request: Any) -> Host:
+    """Return the host called ``name``, with its broker fixtures resolved."""
+    if name == "celery":
+        return CeleryHost(request.getfixturevalue("redis_url"))
+    if name == "rq":
+        return RQHost(request.getfixturevalue("redis_url"))
+    raise ValueError(f"unknown host {name!r}")
+
+
+#: Host names, for ``pytest.mark.parametrize``.
+HOSTS = ("celery", "rq")
