@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,44 +27,82 @@ WAIT = 60
 
 
 class Worker:
-    """A running worker subprocess and the log file it writes."""
+    """A running worker process and the log files it writes.
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    ``process`` is None for a worker that detached itself, such as one
+    that ``celery multi`` started, which this process cannot wait for.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        log_paths: Callable[[], list[Path]],
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.pid = pid
+        self.log_paths = log_paths
         self.process = process
-        self.log_path = log_path
 
     def log_text(self) -> str:
-        """Return everything the worker wrote so far."""
-        return self.log_path.read_text(errors="replace")
+        """Return everything the worker wrote so far, in all its log files."""
+        return "".join(path.read_text(errors="replace") for path in self.log_paths())
 
     def rss_bytes(self) -> int:
         """Return the resident memory of the worker's main process."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         line = next(row for row in status.splitlines() if row.startswith("VmRSS:"))
         return int(line.split()[1]) * 1024
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the worker's main process."""
+        os.kill(self.pid, sig)
+
+    def exited(self) -> bool:
+        """Return whether the worker's main process has exited."""
+        if self.process is not None:
+            return self.process.poll() is not None
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+    def wait(self, timeout: float = WAIT) -> float:
+        """Wait until the worker exits; return the seconds that took."""
+        started = time.monotonic()
+        while not self.exited():
+            assert time.monotonic() - started < timeout, f"{self.pid} still runs"
+            time.sleep(0.01)
+        return time.monotonic() - started
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> float:
         """Send ``sig`` and return the seconds until the worker exited."""
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        self.process.wait(timeout=WAIT)
-        return time.monotonic() - started
+        self.send_signal(sig)
+        return self.wait()
 
     def pause(self) -> None:
         """Stop the worker and its children with SIGSTOP."""
-        for pid in (self.process.pid, *self.children()):
+        for pid in (self.pid, *self.children()):
             os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """Continue a worker that :meth:`pause` stopped."""
-        for pid in (self.process.pid, *self.children()):
+        for pid in (self.pid, *self.children()):
             os.kill(pid, signal.SIGCONT)
 
     def children(self) -> list[int]:
         """Return the pids of the worker's child processes."""
-        path = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
+        path = f"/proc/{self.pid}/task/{self.pid}/children"
         with open(path) as listed:
             return [int(pid) for pid in listed.read().split()]
+
+    def wait_for_children(self, count: int) -> list[int]:
+        """Wait until the worker has ``count`` children; return their pids."""
+        deadline = time.monotonic() + WAIT
+        while len(found := self.children()) < count:
+            assert time.monotonic() < deadline, f"{self.pid} has {found}"
+            time.sleep(0.05)
+        return found
 
 
 class Host(Protocol):
@@ -92,6 +130,9 @@ class Host(Protocol):
 
     def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
         """Enqueue ``count`` jobs that sleep ``seconds``; return their ids."""
+
+    def start_span_job(self) -> str:
+        """Enqueue a job that sleeps 30 s inside a span ``sleeping``."""
 
     def finished(self, ids: list[str]) -> bool:
         """Return whether every job in ``ids`` finished successfully."""
@@ -136,7 +177,7 @@ class CeleryHost:
             )
         self.app = celery_workers.producer(self.broker_url, queue)
         try:
-            yield Worker(process, log_path)
+            yield Worker(process.pid, lambda: [log_path], process)
         finally:
             _stop_quietly(process)
 
@@ -157,8 +198,51 @@ class CeleryHost:
             self.app.send_task("it.sleep", args=(seconds,)).id for _ in range(count)
         ]
 
+    def start_span_job(self) -> str:
+        return str(self.app.send_task("it.span_then_sleep").id)
+
     def finished(self, ids: list[str]) -> bool:
         return all(self.app.AsyncResult(job_id).state == "SUCCESS" for job_id in ids)
+
+
+class CeleryMultiHost(CeleryHost):
+    """A prefork worker that ``celery multi`` starts as a daemon."""
+
+    name = "celery-multi"
+
+    @contextmanager
+    def worker(
+        self, receiver: OtlpReceiver, log_path: Path, env: dict[str, str]
+    ) -> Iterator[Worker]:
+        queue = f"jobtrace-faults-{uuid.uuid4().hex[:8]}"
+        files = log_path.parent / f"multi-{queue}"
+        files.mkdir()
+        node = f"{queue}@localhost"
+        # celery multi reads a long option's value only after "=".
+        command = [
+            sys.executable, "-m", "celery", "multi", "start", node,
+            "--app=worker_app", f"--pidfile={files}/%n.pid",
+            f"--logfile={files}/%n%I.log", "--loglevel=WARNING",
+            f"--queues={queue}", "--without-heartbeat", "--without-gossip",
+            "--without-mingle", "--pool=prefork", "--concurrency=2",
+        ]  # fmt: skip
+        full_env = celery_workers.worker_env(receiver, self.broker_url, queue)
+        full_env.update(env)
+        subprocess.run(
+            command, env=full_env, cwd=celery_workers.HERE, check=True, timeout=WAIT
+        )
+        pid_path = files / f"{queue}.pid"
+        deadline = time.monotonic() + WAIT
+        while not pid_path.exists() or not pid_path.read_text().strip():
+            assert time.monotonic() < deadline, "celery multi wrote no pidfile"
+            time.sleep(0.05)
+        worker = Worker(int(pid_path.read_text()), lambda: sorted(files.glob("*.log")))
+        self.app = celery_workers.producer(self.broker_url, queue)
+        try:
+            yield worker
+        finally:
+            if not worker.exited():
+                worker.send_signal(signal.SIGKILL)
 
 
 class RQHost:
@@ -197,7 +281,7 @@ class RQHost:
                 stderr=subprocess.STDOUT,
             )
         try:
-            yield Worker(process, log_path)
+            yield Worker(process.pid, lambda: [log_path], process)
         finally:
             _stop_quietly(process)
             self.queue.delete(delete_jobs=True)
@@ -228,6 +312,11 @@ class RQHost:
 
         return [self.queue.enqueue(jobs.sleep, seconds).id for _ in range(count)]
 
+    def start_span_job(self) -> str:
+        from tests.rq import jobs
+
+        return str(self.queue.enqueue(jobs.sleep_inside_span, 30).id)
+
     def finished(self, ids: list[str]) -> bool:
         from rq.job import Job, JobStatus
 
@@ -241,6 +330,8 @@ def make_host(name: str, request: Any) -> Host:
     """Return the host called ``name``, with its broker fixtures resolved."""
     if name == "celery":
         return CeleryHost(request.getfixturevalue("redis_url"))
+    if name == "celery-multi":
+        return CeleryMultiHost(request.getfixturevalue("redis_url"))
     if name == "rq":
         return RQHost(request.getfixturevalue("redis_url"))
     raise ValueError(f"unknown host {name!r}")

@@ -215,12 +215,12 @@ def _stop_all(subjects: dict[str, Subject]) -> dict[str, float]:
     """Send SIGTERM to every worker; return the seconds each took to exit."""
     started = time.monotonic()
     for subject in subjects.values():
-        subject.worker.process.send_signal(signal.SIGTERM)
+        subject.worker.send_signal(signal.SIGTERM)
     stopped: dict[str, float] = {}
     while len(stopped) < len(subjects):
         assert time.monotonic() - started < WAIT, "a worker did not stop"
         for name, subject in subjects.items():
-            if name not in stopped and subject.worker.process.poll() is not None:
+            if name not in stopped and subject.worker.exited():
                 stopped[name] = time.monotonic() - started
         time.sleep(0.01)
     return stopped

@@ -2,9 +2,10 @@
 
 The forking ``Worker`` runs each job in a work horse process. When the
 horse dies before it ends its own span (SIGKILL, out of memory, killed by
-the monitor after ``job_timeout``, or stopped through RQ's stop-job
-command), the worker that monitored it reports the job's process span,
-with the start time it recorded and the context in the job's meta.
+the monitor after ``job_timeout``, stopped through RQ's stop-job command,
+or killed by a cold shutdown), the worker that monitored it reports the
+job's process span, with the start time it recorded and the context in
+the job's meta.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def wrapped_monitor_work_horse(
         _monitored.put(job.id, time.time())
     try:
         return wrapped(*args, **kwargs)
+    except (SystemExit, KeyboardInterrupt):
+        # A cold shutdown kills the horse from the signal handler, which
+        # then raises SystemExit here, in the middle of the wait.
+        with _MONITOR:
+            _report_interrupted_run(job)
+        raise
     finally:
         with _MONITOR:
             _monitored.pop(job.id)
@@ -117,6 +124,20 @@ def _report_lost_run(worker: Any, args: Any, kwargs: Any) -> None:
         carrier,
         outcome,
         WorkHorseLostError(str(message).strip()),
+        start_time=started,
+        unfinished=_collect_horse_spans(),
+    )
+
+
+def _report_interrupted_run(job: Any) -> None:
+    started = _monitored.pop(job.id)
+    if started is None:
+        return
+    carrier = read_carrier(job)
+    jobtrace.report_run(
+        job_from_rq(job, carrier),
+        carrier,
+        Outcome.INTERRUPTED,
         start_time=started,
         unfinished=_collect_horse_spans(),
     )
