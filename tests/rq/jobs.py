@@ -98,3 +98,20 @@ def fail_until_second() -> str:
     if current is None or current.attempt < 2:
         raise KeyError("again")
     return "done"
+
+
+def fail_once() -> int:
+    """Raise on the job's first run and return the number of runs after.
+
+    The count lives in the job's meta, so it does not depend on jobtrace.
+    """
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    runs = int(job.meta.get("runs", 0)) + 1
+    job.meta["runs"] = runs
+    job.save_meta()
+    if runs == 1:
+        raise KeyError("again")
+    return runs

@@ -129,7 +129,11 @@ def _on_task_postrun(
         try:
             outcome, error, expected = _outcome(task, state, retval, run.error)
         finally:
-            jobtrace.end_run(run, outcome, error, expected=expected)
+            try:
+                jobtrace.end_run(run, outcome, error, expected=expected)
+            finally:
+                # The next task on this thread must not start inside this run.
+                run.detach()
 
 
 def _outcome(

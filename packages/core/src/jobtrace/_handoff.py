@@ -94,6 +94,9 @@ _opened = 0
 _fork_hooks_registered = False
 _forking = threading.local()
 
+_ON_START = Guard("processor.on_start")
+_ON_END = Guard("processor.on_end")
+
 #: Called in the parent with each measurement a child sent through
 #: :func:`send_measurement`; the metrics module sets it.
 measurement_handler: Callable[[tuple[Any, ...]], None] | None = None
@@ -127,20 +130,24 @@ class HandoffProcessor(SpanProcessor):
         self._tracker = processor if isinstance(processor, StartTracker) else None
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        # The parent needs the started span to end it itself if this child
-        # dies first. The processors below run in the parent for it.
-        writer = self._writer
-        if writer is not None and writer.send(_STARTED, span):
-            return
-        self.processor.on_start(span, parent_context=parent_context)
+        # The SDK calls processors without a guard, from inside the code
+        # that starts the span, which may be a job's own code.
+        with _ON_START:
+            # The parent needs the started span to end it itself if this
+            # child dies first. The processors below run in the parent for it.
+            writer = self._writer
+            if writer is not None and writer.send(_STARTED, span):
+                return
+            self.processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        writer = self._writer
-        if writer is not None:
-            if writer.send(_ENDED, span):
-                return
-            self._passed_on += 1
-        self.processor.on_end(span)
+        with _ON_END:
+            writer = self._writer
+            if writer is not None:
+                if writer.send(_ENDED, span):
+                    return
+                self._passed_on += 1
+            self.processor.on_end(span)
 
     def shutdown(self) -> None:
         self.processor.shutdown()

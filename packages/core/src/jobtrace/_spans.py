@@ -81,6 +81,18 @@ class RunHandle:
         self.started = time.time() if started is None else started
         self.queue_time = queue_time
 
+    def detach(self) -> None:
+        """Make the context from before :func:`begin_run` current again.
+
+        :func:`end_run` does this. A plugin also calls it where its own
+        code failed before :func:`end_run` ran, so that the next job on
+        the thread does not start inside this run. Calling it again does
+        nothing.
+        """
+        token, self.token = self.token, None
+        if token is not None:
+            context.detach(token)  # type: ignore[arg-type]
+
 
 def current_job() -> Job | None:
     """Return the job whose process span is current, or None."""
@@ -245,10 +257,12 @@ def end_run(
     finally:
         # Whatever failed above, the span still ends and the job's context
         # is still detached, so the next job on this thread starts clean.
-        span.end(None if end_time is None else int(end_time * 1e9))
-        if run.token is not None:
-            token, run.token = run.token, None
-            context.detach(token)  # type: ignore[arg-type]
+        # The SDK calls span processors without a guard, so end() itself
+        # may raise.
+        try:
+            span.end(None if end_time is None else int(end_time * 1e9))
+        finally:
+            run.detach()
     ended = time.time() if end_time is None else end_time
     _metrics.record_run(
         _base_attributes(run.job, "process"),

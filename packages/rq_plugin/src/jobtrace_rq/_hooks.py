@@ -202,8 +202,15 @@ def _finish(worker: Any, job: Any, finished: Any, error: BaseException | None) -
     if run is None:
         log.debug("No process span for job %s, its start was not traced", job.id)
     else:
-        outcome = _reports.run_outcome(job, finished, error or run.error, retried)
-        jobtrace.end_run(run, outcome, error)
+        outcome = jobtrace.Outcome.INTERRUPTED
+        try:
+            outcome = _reports.run_outcome(job, finished, error or run.error, retried)
+        finally:
+            try:
+                jobtrace.end_run(run, outcome, error)
+            finally:
+                # The next job on this thread must not start inside this run.
+                run.detach()
 
     # The work horse ends with os._exit, which skips every atexit hook. A
     # horse forked with a span pipe has handed its spans to the worker

@@ -1,0 +1,130 @@
+"""In-process workers of each host that run one fixed set of jobs.
+
+The set contains a job that returns, one that raises ``ValueError("boom")``
+and one that fails once and succeeds when retried. :meth:`run` returns
+what a caller sees of each job (its value, or its exception's class and
+arguments, and the number of runs), so that a run with jobtrace can be
+compared with one without.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: What a caller saw of one job: ("value", value) or ("error", class name,
+#: args), and the number of runs it took.
+Seen = tuple[tuple[Any, ...], int]
+
+
+class CeleryRunner:
+    """A solo Celery worker thread on Redis, on a queue of its own."""
+
+    name = "celery"
+
+    def __init__(self, redis_url: str) -> None:
+        from celery import Celery
+
+        self.app = Celery("faults", broker=redis_url, backend=redis_url)
+        self.app.conf.update(
+            task_default_queue=f"jobtrace-faults-{uuid.uuid4().hex[:8]}",
+            broker_connection_retry_on_startup=False,
+        )
+
+        @self.app.task(name="faults.add")
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @self.app.task(name="faults.fail")
+        def fail() -> None:
+            raise ValueError("boom")
+
+        @self.app.task(
+            name="faults.flaky", bind=True, max_retries=2, default_retry_delay=0
+        )
+        def flaky(self: Any) -> int:
+            if self.request.retries < 1:
+                raise self.retry(exc=KeyError("again"), countdown=0)
+            return int(self.request.retries) + 1
+
+        self.tasks = (add, fail, flaky)
+
+    @contextmanager
+    def started(self) -> Iterator[CeleryRunner]:
+        """Run the worker thread for the duration of the block."""
+        from celery.contrib.testing.worker import start_worker
+
+        with start_worker(self.app, pool="solo", perform_ping_check=False):
+            yield self
+
+    def run(self) -> list[Seen]:
+        add, fail, flaky = self.tasks
+        results = [add.delay(2, 3), fail.delay(), flaky.delay()]
+        seen: list[Seen] = []
+        for result in results:
+            value = result.get(timeout=30, propagate=False)
+            runs = value if result.name == "faults.flaky" else 1
+            if isinstance(value, BaseException):
+                seen.append((("error", type(value).__name__, value.args), runs))
+            else:
+                seen.append((("value", value), runs))
+        return seen
+
+
+class RQRunner:
+    """RQ's SimpleWorker in burst mode, on a queue of its own."""
+
+    name = "rq"
+
+    def __init__(self, redis_url: str) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        self.queue = Queue(
+            f"jobtrace-faults-{uuid.uuid4().hex[:8]}",
+            connection=Redis.from_url(redis_url),
+        )
+
+    @contextmanager
+    def started(self) -> Iterator[RQRunner]:
+        """Delete the queue and its jobs after the block."""
+        try:
+            yield self
+        finally:
+            self.queue.delete(delete_jobs=True)
+
+    def run(self) -> list[Seen]:
+        from rq import Retry
+
+        from tests.rq import jobs
+        from tests.rq.worker_classes import InProcessWorker
+
+        enqueued = [
+            self.queue.enqueue(jobs.add, 2, 3),
+            self.queue.enqueue(jobs.fail),
+            self.queue.enqueue(jobs.fail_once, retry=Retry(max=1)),
+        ]
+        InProcessWorker([self.queue], connection=self.queue.connection).work(
+            burst=True, logging_level="ERROR"
+        )
+        seen: list[Seen] = []
+        for job in enqueued:
+            job.refresh()
+            runs = int(job.meta.get("runs", 1))
+            if job.is_failed:
+                last_line = (job.latest_result().exc_string or "").strip()
+                seen.append((("error", last_line.splitlines()[-1]), runs))
+            else:
+                seen.append((("value", job.return_value()), runs))
+        return seen
+
+
+def make_runner(name: str, redis_url: str) -> CeleryRunner | RQRunner:
+    """Return the in-process runner of host ``name``."""
+    if name == "celery":
+        return CeleryRunner(redis_url)
+    if name == "rq":
+        return RQRunner(redis_url)
+    raise ValueError(f"unknown host {name!r}")
