@@ -49,7 +49,12 @@ class CeleryRunner:
                 raise self.retry(exc=KeyError("again"), countdown=0)
             return int(self.request.retries) + 1
 
+        @self.app.task(name="faults.echo")
+        def echo(*args: Any, **kwargs: Any) -> str:
+            return "echoed"
+
         self.tasks = (add, fail, flaky)
+        self.echo = echo
 
     @contextmanager
     def started(self) -> Iterator[CeleryRunner]:
@@ -58,6 +63,12 @@ class CeleryRunner:
 
         with start_worker(self.app, pool="solo", perform_ping_check=False):
             yield self
+
+    def run_echo(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Run a job that takes any arguments; return its id."""
+        result = self.echo.apply_async(args, kwargs)
+        assert result.get(timeout=30) == "echoed"
+        return str(result.id)
 
     def run(self) -> list[Seen]:
         add, fail, flaky = self.tasks
@@ -94,6 +105,18 @@ class RQRunner:
             yield self
         finally:
             self.queue.delete(delete_jobs=True)
+
+    def run_echo(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Run a job that takes any arguments; return its id."""
+        from tests.rq import jobs
+        from tests.rq.worker_classes import InProcessWorker
+
+        job = self.queue.enqueue(jobs.echo, *args, **kwargs)
+        InProcessWorker([self.queue], connection=self.queue.connection).work(
+            burst=True, logging_level="ERROR"
+        )
+        assert job.return_value() == "echoed"
+        return str(job.id)
 
     def run(self) -> list[Seen]:
         from rq import Retry

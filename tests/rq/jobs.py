@@ -115,3 +115,8 @@ def fail_once() -> int:
     if runs == 1:
         raise KeyError("again")
     return runs
+
+
+def echo(*args: Any, **kwargs: Any) -> str:
+    """Take any arguments and ignore them, for the argument recording tests."""
+    return "echoed"

@@ -91,7 +91,11 @@ def _on_task_prerun(task_id: Any = None, task: Any = None, **kwargs: Any) -> Non
     with _PRERUN:
         request = task.request
         job = job_from_request(task.name, request)
-        run = jobtrace.begin_run(job, build_carrier(request))
+        run = jobtrace.begin_run(
+            job,
+            build_carrier(request),
+            arguments=lambda: (kwargs.get("args"), kwargs.get("kwargs")),
+        )
         _runs.put((task_id, threading.get_ident()), run)
 
 

@@ -7,6 +7,8 @@ import logging
 import os
 from collections.abc import Mapping
 
+from jobtrace._arguments import DEFAULT_REDACTED_KEYS
+
 log = logging.getLogger(__name__)
 
 #: Propagation modes. ``link`` starts a new trace per job and links it to
@@ -24,6 +26,9 @@ DEFAULT_PARTIAL_FLUSH_SECONDS = 10.0
 #: Finished spans of one running trace that start a partial flush, as in
 #: Datadog's Python tracer (DD_TRACE_PARTIAL_FLUSH_MIN_SPANS).
 DEFAULT_PARTIAL_FLUSH_SPANS = 300
+#: Maximum characters of each recorded argument attribute when
+#: JOBTRACE_ARGUMENTS_MAX_LENGTH is unset.
+DEFAULT_ARGUMENTS_MAX_LENGTH = 1024
 
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -41,6 +46,9 @@ class Settings:
     max_spans_per_trace: int = DEFAULT_MAX_SPANS_PER_TRACE
     partial_flush_seconds: float = DEFAULT_PARTIAL_FLUSH_SECONDS
     partial_flush_spans: int = DEFAULT_PARTIAL_FLUSH_SPANS
+    record_arguments: bool = False
+    arguments_max_length: int = DEFAULT_ARGUMENTS_MAX_LENGTH
+    redacted_keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +80,14 @@ class Settings:
             partial_flush_spans=_read_count(
                 env, "JOBTRACE_PARTIAL_FLUSH_SPANS", default=DEFAULT_PARTIAL_FLUSH_SPANS
             ),
+            record_arguments=_read_bool(
+                env, "JOBTRACE_RECORD_ARGUMENTS", default=False
+            ),
+            arguments_max_length=_read_length(
+                env, "JOBTRACE_ARGUMENTS_MAX_LENGTH", DEFAULT_ARGUMENTS_MAX_LENGTH
+            ),
+            redacted_keys=DEFAULT_REDACTED_KEYS
+            + _read_keys(env, "JOBTRACE_REDACT_KEYS"),
         )
 
 
@@ -103,6 +119,27 @@ def _read_choice(
         default,
     )
     return default
+
+
+def _read_length(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.isdigit() and 16 <= int(raw) <= 1_000_000:
+        return int(raw)
+    log.warning(
+        "Invalid %s=%r, expected a number of characters from 16 to 1000000; using %s",
+        name,
+        raw,
+        default,
+    )
+    return default
+
+
+def _read_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    keys = (part.strip().lower().replace("-", "_") for part in raw.split(","))
+    return tuple(key for key in keys if key)
 
 
 def _read_seconds(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -20,6 +20,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from jobtrace import _carrier, _metrics, _provider, signals
 from jobtrace import _names as names
+from jobtrace._arguments import argument_attributes
 from jobtrace._guard import qualified_name, report_error
 from jobtrace._handoff import end_abandoned
 from jobtrace._names import Outcome
@@ -156,12 +157,16 @@ def begin_run(
     *,
     start_time: float | None = None,
     attach: bool = True,
+    arguments: Callable[[], tuple[Any, Any]] | None = None,
 ) -> RunHandle:
     """Open the process span of ``job`` from the context in ``carrier``.
 
     With ``attach`` the span becomes the current span until :func:`end_run`,
     which must then run in the same thread. ``start_time`` is a Unix
     timestamp, for runs that a parent process reports after the fact.
+    ``arguments`` returns the job's positional and keyword arguments. It
+    is called only with ``JOBTRACE_RECORD_ARGUMENTS=true``, and the span
+    then records them, redacted and cut to the configured length.
     """
     headers = _carrier.snapshot(carrier)
     extracted = _carrier.extract(headers)
@@ -189,6 +194,19 @@ def begin_run(
     queue_time = _carrier.queue_time(headers, job.eta, started)
     if queue_time is not None:
         attributes[names.JOB_QUEUE_TIME] = queue_time
+    options = _provider.settings()
+    if arguments is not None and options.record_arguments:
+        try:
+            args, kwargs = arguments()
+        except Exception as error:
+            # A host may load arguments lazily, and loading them can fail.
+            report_error("arguments", error)
+        else:
+            attributes.update(
+                argument_attributes(
+                    args, kwargs, options.redacted_keys, options.arguments_max_length
+                )
+            )
 
     span = _provider.tracer().start_span(
         f"process {job.name}",

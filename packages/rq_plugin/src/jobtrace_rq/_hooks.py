@@ -182,7 +182,11 @@ def _wrapped_perform_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
     job = argument(args, kwargs, 0, "job")
     with _BEGIN_RUN:
         carrier = read_carrier(job)
-        run = jobtrace.begin_run(job_from_rq(job, carrier), carrier)
+        run = jobtrace.begin_run(
+            job_from_rq(job, carrier),
+            carrier,
+            arguments=lambda: (job.args, job.kwargs),
+        )
         _runs.put(_run_key(job), run)
     try:
         finished = wrapped(*args, **kwargs)
