@@ -19,6 +19,7 @@ TEST_TOOLS = (
     "opentelemetry-proto",
     "redis>=5",
     "dramatiq[rabbitmq,redis]>=1.17",
+    "hypothesis>=6.100",
 )
 # For the django-rq and django_dramatiq tests. django-rq 3.0 and newer need
 # RQ 2.x, so with RQ 1.16 the resolver picks django-rq 2.10.

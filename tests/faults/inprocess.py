@@ -109,29 +109,31 @@ class RQRunner:
     def run_echo(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Run a job that takes any arguments; return its id."""
         from tests.rq import jobs
-        from tests.rq.worker_classes import InProcessWorker
 
         job = self.queue.enqueue(jobs.echo, *args, **kwargs)
+        self.work()
+        assert job.return_value() == "echoed"
+        return str(job.id)
+
+    def work(self) -> None:
+        """Run every job on the queue in this thread, then return."""
+        from tests.rq.worker_classes import InProcessWorker
+
         InProcessWorker([self.queue], connection=self.queue.connection).work(
             burst=True, logging_level="ERROR"
         )
-        assert job.return_value() == "echoed"
-        return str(job.id)
 
     def run(self) -> list[Seen]:
         from rq import Retry
 
         from tests.rq import jobs
-        from tests.rq.worker_classes import InProcessWorker
 
         enqueued = [
             self.queue.enqueue(jobs.add, 2, 3),
             self.queue.enqueue(jobs.fail),
             self.queue.enqueue(jobs.fail_once, retry=Retry(max=1)),
         ]
-        InProcessWorker([self.queue], connection=self.queue.connection).work(
-            burst=True, logging_level="ERROR"
-        )
+        self.work()
         seen: list[Seen] = []
         for job in enqueued:
             job.refresh()

@@ -120,3 +120,13 @@ def fail_once() -> int:
 def echo(*args: Any, **kwargs: Any) -> str:
     """Take any arguments and ignore them, for the argument recording tests."""
     return "echoed"
+
+
+class BrokenMapping(dict):  # type: ignore[type-arg]
+    """A mapping stored in a job's meta whose iteration raises."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("broken iteration")
+
+    def keys(self) -> Any:
+        raise RuntimeError("broken keys")

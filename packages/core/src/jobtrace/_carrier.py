@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import logging
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -16,6 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import (
 )
 
 from jobtrace import _names as names
+from jobtrace._delivery import quiet_logs
 from jobtrace._settings import PROPAGATION_MODES
 
 #: Maximum length of a header value that the getter passes to a propagator.
@@ -25,6 +29,13 @@ MAX_HEADER_LENGTH = 8192
 #: is 55 characters, and OpenTelemetry's propagator logs a warning for every
 #: value longer than 512 that it parses, so longer ones are dropped here.
 MAX_TRACE_HEADER_LENGTH = 512
+
+log = logging.getLogger(__name__)
+
+#: Maximum number of kinds of invalid header that are logged.
+_MAX_KINDS = 64
+_lock = threading.Lock()
+_invalid_counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
 _propagation_override: ContextVar[str | None] = ContextVar(
     "jobtrace_propagation", default=None
@@ -148,8 +159,40 @@ def parse_traceparent(value: object) -> trace.SpanContext | None:
 
 
 def extract(headers: Mapping[str, Any]) -> Context:
-    """Return the context that ``headers`` carry, ignoring invalid values."""
-    return propagate.extract(headers, getter=_getter)
+    """Return the context that ``headers`` carry, ignoring invalid values.
+
+    OpenTelemetry's propagators log a WARNING for each invalid tracestate
+    or baggage value they read, which would be a line per job. Those
+    records are held back, and jobtrace logs the first of each kind.
+    """
+    with quiet_logs() as held:
+        extracted = propagate.extract(headers, getter=_getter)
+    if held:
+        _report_invalid(held)
+    return extracted
+
+
+def _report_invalid(held: list[logging.LogRecord]) -> None:
+    for record in held:
+        # The template, without its arguments, which are message content.
+        template = str(record.msg)
+        kind = (record.name, template)
+        with _lock:
+            _invalid_counts[kind] += 1
+            first = _invalid_counts[kind] == 1 and len(_invalid_counts) <= _MAX_KINDS
+        if first:
+            log.warning(
+                "Ignored an invalid trace header in a job's message (%s: %s); "
+                "later ones of this kind are only counted",
+                record.name,
+                template,
+            )
+
+
+def invalid_header_counts() -> dict[tuple[str, str], int]:
+    """Return how often each kind of invalid trace header was read so far."""
+    with _lock:
+        return dict(_invalid_counts)
 
 
 def override_mode() -> str | None:

@@ -11,26 +11,29 @@ with the count when export works again or the process shuts down.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 log = logging.getLogger(__name__)
 
-#: Loggers of OpenTelemetry's OTLP exporters and batch processor whose
-#: records are held back while jobtrace's exporter or processor runs.
+#: Loggers of OpenTelemetry's OTLP exporters, batch processor and
+#: propagators whose records are held back while jobtrace's exporter,
+#: processor or carrier extraction runs.
 QUIETED_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.sdk._shared_internal",
+    # Propagators, which log a line for every invalid header they read.
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.trace.span",
 )
 
 _quiet = threading.local()
@@ -69,21 +72,30 @@ def _install_filter() -> None:
         _filter_installed = True
 
 
-@contextlib.contextmanager
-def quiet_logs() -> Iterator[list[logging.LogRecord]]:
+class quiet_logs:
     """Hold back the records of :data:`QUIETED_LOGGERS` in this thread.
 
-    Yields the list that collects them. Records of other threads, such as
-    an exporter that the application runs itself, pass as usual.
+    Entering returns the list that collects them. Records of other
+    threads, such as an exporter that the application runs itself, pass
+    as usual. A class instead of a generator keeps the cost per use low,
+    because carrier extraction runs it for every job.
     """
-    _install_filter()
-    outer = getattr(_quiet, "held", None)
-    held: list[logging.LogRecord] = []
-    _quiet.held = held
-    try:
-        yield held
-    finally:
-        _quiet.held = outer
+
+    __slots__ = ("held", "outer")
+
+    def __init__(self) -> None:
+        if not _filter_installed:
+            _install_filter()
+        self.held: list[logging.LogRecord] = []
+        self.outer: list[logging.LogRecord] | None = None
+
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.outer = getattr(_quiet, "held", None)
+        _quiet.held = self.held
+        return self.held
+
+    def __exit__(self, *exc_info: object) -> None:
+        _quiet.held = self.outer
 
 
 def redact(message: str) -> str:

@@ -32,8 +32,13 @@ def read_carrier(job: Any) -> dict[str, Any]:
     carrier and run as new roots.
     """
     meta = getattr(job, "meta", None)
-    carrier = meta.get(META_KEY) if isinstance(meta, Mapping) else None
-    return dict(carrier) if isinstance(carrier, Mapping) else {}
+    try:
+        carrier = meta.get(META_KEY) if isinstance(meta, Mapping) else None
+        return dict(carrier) if isinstance(carrier, Mapping) else {}
+    except Exception:
+        # Anything that can write to Redis can write the meta, including
+        # a mapping whose methods raise.
+        return {}
 
 
 def write_carrier(job: Any, carrier: dict[str, Any]) -> None:
