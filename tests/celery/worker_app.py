@@ -21,6 +21,23 @@ if os.environ.get("TEST_INSTRUMENT", "1") == "1":
     jobtrace_celery.instrument()
 
 
+# The double instrumentation test adds other tracers after jobtrace.
+_others = os.environ.get("TEST_OTHER_TRACERS", "").split(",")
+if "opentelemetry" in _others:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    CeleryInstrumentor().instrument()
+if "sentry" in _others:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    sentry_sdk.init(
+        dsn=os.environ["TEST_SENTRY_DSN"],
+        traces_sample_rate=1.0,
+        integrations=[CeleryIntegration()],
+    )
+
+
 @signals.job_started.connect
 def _record_pid(job: object, span: Any, **kwargs: object) -> None:
     """Tag each run with the pid of the process that ran it."""
@@ -85,6 +102,22 @@ def soft() -> None:
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
+
+
+@app.task(name="it.headers", bind=True)
+def headers(self: Any) -> dict[str, Any]:
+    """Return the trace headers that reached the task, wherever they are."""
+    layers = [vars(self.request)]
+    nested = layers[0].get("headers")
+    if isinstance(nested, dict):
+        layers.append(nested)
+    names = ("traceparent", "jobtrace_traceparent", "sentry-trace", "baggage")
+    found: dict[str, Any] = {}
+    for name in names:
+        found[name] = next(
+            (layer[name] for layer in layers if layer.get(name) is not None), None
+        )
+    return found
 
 
 @app.task(name="it.total")

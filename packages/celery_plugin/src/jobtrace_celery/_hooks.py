@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 import jobtrace
 from jobtrace import Guard, Job, Outcome
-from jobtrace_celery import _reports
+from jobtrace_celery import _overlap, _reports
 from jobtrace_celery._propagation import (
     SYSTEM,
     attempt_number,
@@ -35,6 +35,9 @@ _runs: jobtrace.BoundedRegistry[tuple[str, int], jobtrace.RunHandle] = (
     jobtrace.BoundedRegistry()
 )
 _pending = threading.local()
+# Whether the first publish or run of this process looked for other
+# tracers, which may have instrumented Celery after jobtrace did.
+_overlap_checked = False
 
 _STATE_OUTCOMES = {
     states.SUCCESS: Outcome.SUCCESS,
@@ -49,6 +52,8 @@ def _on_before_task_publish(
     sender: Any = None, body: Any = None, headers: Any = None, **kwargs: Any
 ) -> None:
     with _BEFORE_PUBLISH:
+        if not _overlap_checked:
+            _check_overlap()
         if not isinstance(headers, dict):
             return
         fields = body if isinstance(body, dict) and "task" in body else headers
@@ -81,6 +86,12 @@ def _wrapped_send_task(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
         raise
 
 
+def _check_overlap() -> None:
+    global _overlap_checked
+    _overlap_checked = True
+    _overlap.check()
+
+
 def _take_pending_send() -> jobtrace.SendHandle | None:
     handle: jobtrace.SendHandle | None = getattr(_pending, "send", None)
     _pending.send = None
@@ -89,6 +100,8 @@ def _take_pending_send() -> jobtrace.SendHandle | None:
 
 def _on_task_prerun(task_id: Any = None, task: Any = None, **kwargs: Any) -> None:
     with _PRERUN:
+        if not _overlap_checked:
+            _check_overlap()
         request = task.request
         job = job_from_request(task.name, request)
         run = jobtrace.begin_run(
@@ -182,6 +195,7 @@ def _on_worker_init(**kwargs: Any) -> None:
     # Each prefork child then hands its spans to this process through a
     # pipe, so a killed child loses none and a recycled one exits at once.
     with _WORKER_INIT:
+        _overlap.check()
         jobtrace.mark_worker()
         jobtrace.tracer()
         jobtrace.pipe_forks()
@@ -239,6 +253,8 @@ def connect() -> None:
         signal.connect(receiver, weak=False, dispatch_uid=_uid(receiver))
     for module, cls, method, wrapper in _WRAPPERS:
         wrapt.wrap_function_wrapper(module, f"{cls}.{method}", wrapper)
+    with _WORKER_INIT:
+        _overlap.check()
 
 
 def disconnect() -> None:
@@ -253,6 +269,9 @@ def disconnect() -> None:
     unwrap(celery.worker.request.Request, "on_failure")
     jobtrace.pipe_forks(False)
     _runs.clear()
+    global _overlap_checked
+    _overlap_checked = False
+    _overlap.reset()
 
 
 def _uid(receiver: Any) -> str:

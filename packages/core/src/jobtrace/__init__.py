@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from jobtrace import signals
-from jobtrace._carrier import header_names, propagation_mode
+from jobtrace._carrier import header_names, private_headers, propagation_mode
 from jobtrace._guard import Guard, error_counts, report_error
 from jobtrace._handoff import (
     SpanPipe,
@@ -83,6 +83,7 @@ __all__ = [
     "mark_worker",
     "open_span_pipe",
     "pipe_forks",
+    "private_headers",
     "propagation_mode",
     "record_error",
     "report_error",

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -72,25 +72,79 @@ _JOBTRACE_HEADERS = (
     names.PROPAGATION_HEADER,
     names.PREVIOUS_ATTEMPT_HEADER,
 )
-_cached_header_names: tuple[object, tuple[str, ...]] | None = None
+_cached_header_names: tuple[object, frozenset[str], tuple[str, ...]] | None = None
+#: Prefix of the header names that :func:`private_headers` writes.
+PRIVATE_PREFIX = "jobtrace_"
+_private = False
 
 
 def header_names() -> tuple[str, ...]:
     """Return the header names that a send writes into a job's carrier.
 
-    These are the global propagator's fields and jobtrace's own keys. A
+    These are the global propagator's fields, jobtrace's own keys, and the
+    propagator's fields with the prefix of :func:`private_headers`. A
     plugin whose host spreads headers over several places reads these.
     """
+    return _names()[1]
+
+
+def _names() -> tuple[frozenset[str], tuple[str, ...]]:
+    """Return the propagator's fields and :func:`header_names`, cached."""
     global _cached_header_names
     propagator = propagate.get_global_textmap()
     cached = _cached_header_names
     if cached is not None and cached[0] is propagator:
-        return cached[1]
+        return cached[1], cached[2]
     # A composite propagator builds a new set of field names on every
     # access, so the names are kept until the global propagator changes.
-    found = (*propagator.fields, *_JOBTRACE_HEADERS)
-    _cached_header_names = (propagator, found)
-    return found
+    fields = tuple(propagator.fields)
+    private = tuple(PRIVATE_PREFIX + field for field in fields)
+    found = (*fields, *_JOBTRACE_HEADERS, *private)
+    _cached_header_names = (propagator, frozenset(fields), found)
+    return frozenset(fields), found
+
+
+def private_headers(enabled: bool = True) -> None:
+    """Write trace context under jobtrace's own header names from now on.
+
+    For a process where another tracer instruments the same host and
+    writes ``traceparent`` too: each would overwrite the other's context.
+    With this on, a send writes ``jobtrace_traceparent`` and the other
+    propagator fields with the same prefix, and leaves the standard names
+    to the other tracer. Runs read the prefixed names first either way.
+    """
+    global _private
+    _private = enabled
+
+
+def inject(carrier: MutableMapping[str, Any], span: trace.Span) -> None:
+    """Write the context of ``span`` into ``carrier``."""
+    span_context = trace.set_span_in_context(span)
+    if not _private:
+        propagate.inject(carrier, context=span_context)
+        return
+    written: dict[str, str] = {}
+    propagate.inject(written, context=span_context)
+    for field, value in written.items():
+        carrier[PRIVATE_PREFIX + field] = value
+
+
+def _own_fields(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return ``headers`` with jobtrace's prefixed fields read first.
+
+    When a send wrote prefixed fields, the standard ones belong to another
+    tracer, so they are left out.
+    """
+    fields, _ = _names()
+    private = {
+        field: headers[PRIVATE_PREFIX + field]
+        for field in fields
+        if PRIVATE_PREFIX + field in headers
+    }
+    if not private:
+        return headers
+    others = {key: value for key, value in headers.items() if key not in fields}
+    return {**others, **private}
 
 
 @contextlib.contextmanager
@@ -166,7 +220,7 @@ def extract(headers: Mapping[str, Any]) -> Context:
     records are held back, and jobtrace logs the first of each kind.
     """
     with quiet_logs() as held:
-        extracted = propagate.extract(headers, getter=_getter)
+        extracted = propagate.extract(_own_fields(headers), getter=_getter)
     if held:
         _report_invalid(held)
     return extracted

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from jobtrace import _delivery, _handoff, _metrics
+from jobtrace import _carrier, _delivery, _handoff, _metrics
 from jobtrace._budget import BudgetProcessor
 from jobtrace._settings import Settings
 from jobtrace._version import __version__
@@ -448,6 +448,7 @@ def _reset_for_tests() -> None:
     global _stopped
     with _lock:
         _stopped = False
+        _carrier.private_headers(False)
         _handoff.activate(None)
         _metrics._reset_for_tests()
         _exporter = None

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from jobtrace import _carrier, _metrics, _provider, signals
@@ -117,7 +117,7 @@ def begin_send(
         kind=SpanKind.PRODUCER,
         attributes=_base_attributes(job, "send"),
     )
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    _carrier.inject(carrier, span)
     carrier[names.SENT_AT_HEADER] = repr(time.time())
     mode = job.propagation or _carrier.override_mode()
     if mode in PROPAGATION_MODES:
