@@ -120,6 +120,21 @@ def headers(self: Any) -> dict[str, Any]:
     return found
 
 
+@app.task(name="it.nested", bind=True, ignore_result=True)
+def nested(self: Any) -> None:
+    """Open two nested spans around short sleeps, tagged with the task id.
+
+    The sleeps let the pool switch to other jobs while the spans are open.
+    """
+    tracer = jobtrace.tracer()
+    with tracer.start_as_current_span("outer") as outer:
+        outer.set_attribute("test.job_id", self.request.id)
+        time.sleep(0.002)
+        with tracer.start_as_current_span("inner") as inner:
+            inner.set_attribute("test.job_id", self.request.id)
+            time.sleep(0.002)
+
+
 @app.task(name="it.total")
 def total(values: list[int]) -> int:
     return sum(values)
