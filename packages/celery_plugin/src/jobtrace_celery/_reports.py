@@ -81,7 +81,11 @@ def wrapped_on_failure(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
             and not getattr(instance, "_already_cancelled", False)
         )
         if lost:
-            _report_request(instance, Outcome.KILLED, error)
+            # A cold shutdown cancels the running requests before their
+            # children are killed.
+            cancelled = getattr(instance, "_already_cancelled", False)
+            outcome = Outcome.INTERRUPTED if cancelled else Outcome.KILLED
+            _report_request(instance, outcome, error)
     return wrapped(*args, **kwargs)
 
 
