@@ -10,6 +10,7 @@ started as a daemon.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -22,6 +23,8 @@ from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 from .hosts import Host
 
 pytestmark = pytest.mark.integration
+
+log = logging.getLogger(__name__)
 
 HOST_NAMES = ("celery", "celery-multi", "rq")
 FLUSH_TIMEOUT = 2.0
@@ -84,6 +87,7 @@ def test_cold_shutdown_interrupts_jobs(
                 time.sleep(1.2)
             worker.send_signal(sig)
         took = worker.wait()
+    log.info("%s: exited %.2f s after the last signal", host_name, took)
 
     run = _process_spans(receiver, {job_id})[job_id]
     (sleeping,) = [span for span in receiver.spans() if span.name == "sleeping"]
