@@ -14,7 +14,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from jobtrace import _delivery
+from jobtrace import _delivery, _provider
 from jobtrace._delivery import CountingProcessor
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._provider import _TrackedExporter
@@ -232,3 +232,34 @@ def test_shutdown_reports_drops_once(receiver: OtlpReceiver) -> None:
     assert len(dropped_lines) == 1
     assert ":opentelemetry." not in stderr
     assert SECRET not in stderr
+
+
+def test_env_headers_never_logged(
+    receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An API key in OTEL_EXPORTER_OTLP_HEADERS appears in no log record."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"api-key={SECRET}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")
+    caplog.set_level(logging.DEBUG)
+    exporter = _provider._exporter_from_env()
+    assert exporter is not None
+    tracked = _TrackedExporter(exporter)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        HandoffProcessor(CountingProcessor(BatchSpanProcessor(tracked), tracked.health))
+    )
+
+    for status in (401, 403, 500, 503):
+        receiver.set_fault(Fault(status=status))
+        provider.get_tracer("tests").start_span("span").end()
+        provider.force_flush()
+    receiver.set_fault(None)
+    provider.shutdown()
+    tracked.health.report()
+
+    assert receiver.faulted_requests >= 4
+    for record in caplog.records:
+        assert SECRET not in record.getMessage(), record.name
