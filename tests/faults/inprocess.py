@@ -1,5 +1,7 @@
 """In-process workers of each host that run one fixed set of jobs.
 
+:data:`RUNNERS` names the hosts, for ``pytest.mark.parametrize``.
+
 The set contains a job that returns, one that raises ``ValueError("boom")``
 and one that fails once and succeeds when retried. :meth:`run` returns
 what a caller sees of each job (its value, or its exception's class and
@@ -146,10 +148,120 @@ class RQRunner:
         return seen
 
 
-def make_runner(name: str, redis_url: str) -> CeleryRunner | RQRunner:
+class DramatiqRunner:
+    """A Dramatiq worker with two threads on a stub broker with results."""
+
+    name = "dramatiq"
+
+    def __init__(self, redis_url: str) -> None:
+        import dramatiq
+        from dramatiq.brokers.stub import StubBroker
+        from dramatiq.middleware import CurrentMessage
+        from dramatiq.results import Results
+        from dramatiq.results.backends import StubBackend
+
+        from tests.dramatiq.workers import default_middleware
+
+        self.backend = StubBackend()
+        self.broker = StubBroker(middleware=default_middleware())
+        self.broker.add_middleware(CurrentMessage())
+        self.broker.add_middleware(Results(backend=self.backend))
+        self.broker.emit_after("process_boot")
+        options = {"broker": self.broker, "store_results": True}
+
+        @dramatiq.actor(max_retries=0, **options)
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @dramatiq.actor(max_retries=0, **options)
+        def fail() -> None:
+            raise ValueError("boom")
+
+        @dramatiq.actor(max_retries=2, min_backoff=10, max_backoff=20, **options)
+        def flaky() -> int:
+            message = CurrentMessage.get_current_message()
+            retries = int(message.options.get("retries", 0)) if message else 0
+            if retries < 1:
+                raise KeyError("again")
+            return retries + 1
+
+        @dramatiq.actor(max_retries=0, **options)
+        def echo(*args: Any, **kwargs: Any) -> str:
+            return "echoed"
+
+        self.actors = (add, fail, flaky, echo)
+
+    @contextmanager
+    def started(self) -> Iterator[DramatiqRunner]:
+        """Make the stub broker the global one for the duration of the block.
+
+        ``jobtrace_dramatiq.instrument()`` without a broker instruments the
+        global broker.
+        """
+        import dramatiq
+
+        previous = dramatiq.broker.global_broker
+        dramatiq.set_broker(self.broker)
+        try:
+            yield self
+        finally:
+            self.broker.flush_all()
+            self.broker.close()
+            dramatiq.set_broker(previous)  # type: ignore[arg-type]
+
+    def _work(self) -> None:
+        from dramatiq import Worker
+
+        worker = Worker(self.broker, worker_timeout=50, worker_threads=2)
+        worker.start()
+        try:
+            # Retries go through the worker's delay queue and back.
+            for _ in range(3):
+                for queue in self.broker.get_declared_queues():
+                    self.broker.join(queue, fail_fast=False)
+                worker.join()
+        finally:
+            worker.stop()
+
+    def run_echo(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Run a job that takes any arguments; return its message id."""
+        message = self.actors[3].send(*args, **kwargs)
+        self._work()
+        assert message.get_result(backend=self.backend) == "echoed"
+        return str(message.message_id)
+
+    def run(self) -> list[Seen]:
+        from dramatiq.results import ResultFailure
+
+        add, fail, flaky, _ = self.actors
+        messages = [add.send(2, 3), fail.send(), flaky.send()]
+        self._work()
+        seen: list[Seen] = []
+        for message in messages:
+            try:
+                value = message.get_result(backend=self.backend)
+            except ResultFailure as failure:
+                error = ("error", failure.orig_exc_type, failure.orig_exc_msg)
+                seen.append((error, 1))
+                continue
+            runs = value if message.actor_name == "flaky" else 1
+            seen.append((("value", value), runs))
+        return seen
+
+
+Runner = CeleryRunner | RQRunner | DramatiqRunner
+
+
+def make_runner(name: str, redis_url: str) -> Runner:
     """Return the in-process runner of host ``name``."""
     if name == "celery":
         return CeleryRunner(redis_url)
     if name == "rq":
         return RQRunner(redis_url)
+    if name == "dramatiq":
+        return DramatiqRunner(redis_url)
     raise ValueError(f"unknown host {name!r}")
+
+
+#: Hosts that have an in-process runner.
+RUNNERS = ("celery", "rq", "dramatiq")

@@ -16,15 +16,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 import jobtrace_celery
+import jobtrace_dramatiq
 import jobtrace_rq
 from jobtrace import _provider
 
-from .hosts import HOSTS
-from .inprocess import CeleryRunner, RQRunner, make_runner
+from .inprocess import RUNNERS, Runner, make_runner
 
 INSTRUMENT = {
     "celery": (jobtrace_celery.instrument, jobtrace_celery.uninstrument),
     "rq": (jobtrace_rq.instrument, jobtrace_rq.uninstrument),
+    "dramatiq": (jobtrace_dramatiq.instrument, jobtrace_dramatiq.uninstrument),
 }
 PUBLIC = "public-value-7f3a"
 SECRETS = {
@@ -40,19 +41,15 @@ ARGS = (PUBLIC, {"nested": {"password": SECRETS["password"]}})
 KWARGS = {**SECRETS, "note": PUBLIC, "blob": "x" * 5000}
 
 
-@pytest.fixture(scope="module", params=HOSTS)
-def runner(
-    request: pytest.FixtureRequest, redis_url: str
-) -> Iterator[CeleryRunner | RQRunner]:
+@pytest.fixture(scope="module", params=RUNNERS)
+def runner(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Runner]:
     """A started in-process runner of each host."""
     created = make_runner(request.param, redis_url)
     with created.started():
         yield created
 
 
-def _run_span(
-    runner: CeleryRunner | RQRunner, exporter: InMemorySpanExporter
-) -> ReadableSpan:
+def _run_span(runner: Runner, exporter: InMemorySpanExporter) -> ReadableSpan:
     instrument, uninstrument = INSTRUMENT[runner.name]
     instrument()
     try:
@@ -72,7 +69,7 @@ def _attribute_text(span: ReadableSpan) -> str:
 
 
 def test_arguments_not_recorded_by_default(
-    runner: CeleryRunner | RQRunner,
+    runner: Runner,
     exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -90,7 +87,7 @@ def test_arguments_not_recorded_by_default(
 
 
 def test_recorded_arguments_redacted(
-    runner: CeleryRunner | RQRunner,
+    runner: Runner,
     exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

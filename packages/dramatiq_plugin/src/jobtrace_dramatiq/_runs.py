@@ -45,7 +45,11 @@ def begin(message: Any) -> None:
         jobtrace.end_run(stale.handle, Outcome.INTERRUPTED)
 
     carrier = read_carrier(message)
-    handle = jobtrace.begin_run(job_from_message(message, carrier), carrier)
+    handle = jobtrace.begin_run(
+        job_from_message(message, carrier),
+        carrier,
+        arguments=lambda: (message.args, message.kwargs),
+    )
     _runs.put(thread, _Run(handle))
 
 
@@ -66,7 +70,11 @@ def end(broker: Any, message: Any, exception: BaseException | None) -> None:
     try:
         outcome, expected = run_outcome(broker, message, exception, run.retried)
     finally:
-        jobtrace.end_run(run.handle, outcome, exception, expected=expected)
+        try:
+            jobtrace.end_run(run.handle, outcome, exception, expected=expected)
+        finally:
+            # The next message on this thread must not start inside this run.
+            run.handle.detach()
 
 
 def skip(message: Any, *, report: bool) -> None:
