@@ -206,7 +206,7 @@ class ExportHealth:
     def report(self) -> None:
         """Log the dropped spans of this process in one line, if any."""
         with self._lock:
-            if not self._unreported and not self._failing:
+            if not self._unreported:
                 return
             self._unreported = 0
             counts = {

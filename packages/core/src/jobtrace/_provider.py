@@ -358,11 +358,19 @@ def flush_before_exit(timeout: float | None = None) -> bool:
 
     Hosts end forked children with ``os._exit``. A child whose spans all
     went to its parent has nothing to wait for, so this returns at once
-    there, and otherwise flushes as :func:`flush` does.
+    there, and otherwise flushes as :func:`flush` does. It then logs the
+    spans that this process dropped, in one line, as :func:`shutdown`
+    does.
     """
     if _owns_provider and _handoff.sends_to_parent():
         return True
-    return flush(timeout)
+    finished = flush(timeout)
+    # No atexit hook reports this process's dropped spans, so this does,
+    # counting the spans still queued as dropped.
+    if _exporter is not None:
+        _exporter.health.count_unsent()
+        _exporter.health.report()
+    return finished
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -131,7 +131,7 @@ class Tracing(Middleware):
         if self._enabled:
             with _SHUTDOWN:
                 _runs.interrupt(worker)
-                jobtrace.flush()
+                jobtrace.flush_before_exit()
 
 
 class InstalledTracing(Tracing):
