@@ -48,10 +48,21 @@ class Worker:
         return "".join(path.read_text(errors="replace") for path in self.log_paths())
 
     def rss_bytes(self) -> int:
-        """Return the resident memory of the worker's main process."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        line = next(row for row in status.splitlines() if row.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
+        """Return the resident memory of the worker and its child processes.
+
+        The children count because Dramatiq's main process only supervises
+        the worker processes that it forks.
+        """
+        total = 0
+        for pid in (self.pid, *self.children()):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            rows = status.splitlines()
+            line = next((row for row in rows if row.startswith("VmRSS:")), None)
+            total += int(line.split()[1]) * 1024 if line else 0
+        return total
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the worker's main process."""
@@ -326,6 +337,102 @@ class RQHost:
         )
 
 
+class DramatiqHost:
+    """The ``dramatiq`` command with one worker process of 4 threads, on Redis."""
+
+    name = "dramatiq"
+
+    def __init__(self, redis_url: str) -> None:
+        from tests.dramatiq import actors
+        from tests.dramatiq.workers import Target, build_broker
+
+        suffix = uuid.uuid4().hex[:8]
+        self.target = Target(
+            broker_url=redis_url,
+            namespace=f"jobtrace-faults-{suffix}",
+            queue=f"jobtrace-faults-{suffix}",
+            redis_url=redis_url,
+        )
+        self.broker = build_broker(redis_url, self.target.namespace)
+        self.actors = actors.declare(self.broker, self.target.queue)
+        self.sent = 0
+
+    @contextmanager
+    def worker(
+        self, receiver: OtlpReceiver, log_path: Path, env: dict[str, str]
+    ) -> Iterator[Worker]:
+        from tests.dramatiq import workers as dramatiq_workers
+
+        command = [
+            str(dramatiq_workers.DRAMATIQ), "tests.dramatiq.worker_app",
+            "--processes", "1", "--threads", "4",
+            "--queues", self.target.queue,
+        ]  # fmt: skip
+        full_env = dramatiq_workers.worker_env(receiver, self.target)
+        # The main process writes its workers' log lines to stdout, which
+        # is a file here and would be written only in blocks.
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env)
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                env=full_env,
+                cwd=dramatiq_workers.ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            yield Worker(process.pid, lambda: [log_path], process)
+        finally:
+            _stop_quietly(process)
+            _delete_target(self.target)
+            self.broker.close()
+
+    def _ids(self, messages: list[Any]) -> list[str]:
+        return [str(message.message_id) for message in messages]
+
+    def _finished_count(self) -> int:
+        from redis import Redis
+
+        from tests.dramatiq.actors import done_key
+
+        with Redis.from_url(self.target.redis_url) as client:
+            return int(client.get(done_key(self.target.queue)) or 0)
+
+    def run_jobs(self, count: int) -> list[str]:
+        ids = self.enqueue(count)
+        deadline = time.monotonic() + WAIT
+        while not self.done(ids):
+            assert time.monotonic() < deadline, "the jobs did not finish"
+            time.sleep(0.01)
+        return ids
+
+    def enqueue(self, count: int) -> list[str]:
+        self.sent += count
+        return self._ids([self.actors.tally.send() for _ in range(count)])
+
+    def done(self, ids: list[str]) -> bool:
+        # Dramatiq stores no results here, so the tally actor counts its
+        # finished runs in Redis. Every message sent so far has finished
+        # when the count reaches the number sent.
+        return self._finished_count() >= self.sent
+
+    def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
+        return self._ids([self.actors.wait.send(seconds) for _ in range(count)])
+
+    def start_span_job(self) -> str:
+        raise NotImplementedError("the Dramatiq actors open no span while waiting")
+
+    def finished(self, ids: list[str]) -> bool:
+        return self.done(ids)
+
+
+def _delete_target(target: Any) -> None:
+    from tests.dramatiq.conftest import _delete
+
+    _delete(target)
+
+
 def make_host(name: str, request: Any) -> Host:
     """Return the host called ``name``, with its broker fixtures resolved."""
     if name == "celery":
@@ -334,8 +441,10 @@ def make_host(name: str, request: Any) -> Host:
         return CeleryMultiHost(request.getfixturevalue("redis_url"))
     if name == "rq":
         return RQHost(request.getfixturevalue("redis_url"))
+    if name == "dramatiq":
+        return DramatiqHost(request.getfixturevalue("redis_url"))
     raise ValueError(f"unknown host {name!r}")
 
 
 #: Host names, for ``pytest.mark.parametrize``.
-HOSTS = ("celery", "rq")
+HOSTS = ("celery", "rq", "dramatiq")

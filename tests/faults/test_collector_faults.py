@@ -33,7 +33,7 @@ FLUSH_TIMEOUT = 2.0
 #: Jobs per worker and round. A round takes about 2.5 s for Celery and 5 s
 #: for RQ, whose forking worker forks a work horse per job, with six
 #: workers on a 2 vCPU VM.
-BATCH = {"celery": 100, "rq": 15}
+BATCH = {"celery": 100, "rq": 15, "dramatiq": 100}
 ROUNDS = 2
 #: Rounds run while a ratio is under the minimum. One slow round on a
 #: shared machine then does not decide the result, but a worker whose jobs
@@ -168,7 +168,11 @@ def test_collector_faults_keep_jobs_running(
             _round(subjects, BATCH[host_name], first=number)
         memory_after = {name: s.worker.rss_bytes() for name, s in subjects.items()}
 
-        # And the collectors come back
+        # And the collectors come back, once every faulty worker has seen
+        # an export fail: an export that the silent collector held for less
+        # than the export timeout succeeds when the collector comes back.
+        for name in FAULTS:
+            _wait_for_log(subjects[name].worker, STARTED_LINE, 1)
         for subject in subjects.values():
             _heal(subject.receiver)
         back = {name: set(s.host.enqueue(20)) for name, s in subjects.items()}
