@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -110,6 +111,7 @@ def test_settings_argument_variables() -> None:
 @pytest.mark.parametrize("raw", ["0", "5", "-1", "big", "2000000"])
 def test_invalid_max_length_ignored(raw: str, caplog: pytest.LogCaptureFixture) -> None:
     """An invalid limit is logged and the default is used."""
+    caplog.set_level(logging.WARNING, logger="jobtrace")
     settings = Settings.from_env({"JOBTRACE_ARGUMENTS_MAX_LENGTH": raw})
 
     assert settings.arguments_max_length == DEFAULT_ARGUMENTS_MAX_LENGTH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -80,6 +81,7 @@ def test_ddtrace_patch_detected(
 
     from jobtrace_celery import _overlap
 
+    caplog.set_level(logging.WARNING, logger="jobtrace_celery")
     monkeypatch.setitem(sys.modules, "ddtrace", types.ModuleType("ddtrace"))
     monkeypatch.setattr(celery.Celery, "__datadog_patch", True, raising=False)
     try:

@@ -11,6 +11,7 @@ compared with one without.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,7 +71,21 @@ class CeleryRunner:
         """Run a job that takes any arguments; return its id."""
         result = self.echo.apply_async(args, kwargs)
         assert result.get(timeout=30) == "echoed"
+        self.settle()
         return str(result.id)
+
+    def settle(self) -> None:
+        """Wait until the worker thread has finished its jobs' hooks.
+
+        Celery stores a result before it sends task_postrun, so a caller
+        can see the result while the job's span is still open.
+        """
+        from celery.worker import state
+
+        deadline = time.monotonic() + 30
+        while state.active_requests:
+            assert time.monotonic() < deadline, "the worker did not go idle"
+            time.sleep(0.01)
 
     def run(self) -> list[Seen]:
         add, fail, flaky = self.tasks
@@ -83,6 +98,7 @@ class CeleryRunner:
                 seen.append((("error", type(value).__name__, value.args), runs))
             else:
                 seen.append((("value", value), runs))
+        self.settle()
         return seen
 
 

@@ -167,6 +167,7 @@ def test_celery_raw_message_runs(
     try:
         job_id = _publish_raw(celery_runner, body, headers)
         assert celery_runner.app.AsyncResult(job_id).get(timeout=30) == 3
+        celery_runner.settle()
     finally:
         jobtrace_celery.uninstrument()
 

@@ -40,8 +40,10 @@ ROUNDS = 2
 #: wait for the collector stays far under it however many rounds run.
 MAX_ROUNDS = 4
 MIN_RATIO = 0.9
-#: Time beyond the flush limit that a worker with a hanging collector may
+#: Time beyond two flush limits that a worker with a hanging collector may
 #: take to stop, compared with the control worker stopping at the same time.
+#: RQ flushes twice, when work() returns and at exit; the second flush is
+#: cut to 0.5 s once an export failed. Six workers stop at once on 2 vCPUs.
 STOP_ALLOWANCE = 1.0
 #: Growth of a worker's resident memory that counts as bounded. The batch
 #: queue contains at most QUEUE_SIZE spans of a few kilobytes each.
@@ -211,7 +213,7 @@ def test_collector_faults_keep_jobs_running(
         assert value * 2**20 < MAX_RSS_GROWTH, f"{name}: RSS grew {value:.1f} MB"
     for name in FAULTS:
         extra = stop_seconds[name] - stop_seconds[CONTROL]
-        limit = FLUSH_TIMEOUT + STOP_ALLOWANCE
+        limit = 2 * FLUSH_TIMEOUT + STOP_ALLOWANCE
         assert extra < limit, f"{name}: stop took {extra:.2f} s more"
     for name, subject in subjects.items():
         _check_log(name, subject)

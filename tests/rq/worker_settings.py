@@ -19,6 +19,7 @@ from .worker_classes import WithoutCommandListener
 # NullHandler, so jobtrace's warnings reach stderr only through this one.
 _stderr = logging.StreamHandler()
 _stderr.setLevel(logging.WARNING)
+_stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
 logging.getLogger("jobtrace").addHandler(_stderr)
 
 # The auto-instrumentation test leaves this to opentelemetry-instrument.
