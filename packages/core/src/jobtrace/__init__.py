@@ -10,8 +10,6 @@ hooks into the calls below; applications mostly use :func:`configure`,
 
 from __future__ import annotations
 
-import logging
-
 from jobtrace import signals
 from jobtrace._carrier import header_names, private_headers, propagation_mode
 from jobtrace._guard import Guard, error_counts, report_error
@@ -53,7 +51,9 @@ from jobtrace._spans import (
 )
 from jobtrace._version import __version__
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# No NullHandler: until the application configures logging, Python's
+# last-resort handler prints jobtrace's warnings (an invalid setting, for
+# example) on stderr instead of dropping them.
 
 __all__ = [
     "BoundedRegistry",

@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "demo",
-        help="run a producer and a Celery worker on an embedded Redis and "
-        "print their traces",
+        help="run producers and Celery, RQ and Dramatiq workers on an embedded "
+        "Redis and print their traces",
     )
     arguments = parser.parse_args(argv)
 

@@ -246,6 +246,8 @@ class ExportingRecorder:
         self._export_lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        # Whether a measurement arrived since the last successful export.
+        self._unexported = False
         endpoint = getattr(exporter, "_endpoint", None)
         self._log = _delivery.MetricExportLog(
             _delivery.redact(endpoint) if isinstance(endpoint, str) else None
@@ -253,6 +255,7 @@ class ExportingRecorder:
 
     def record(self, values: tuple[Any, ...]) -> None:
         self._aggregates.record(values)
+        self._unexported = True
         if self._thread is None:
             self._start_thread()
 
@@ -278,6 +281,7 @@ class ExportingRecorder:
     def export(self, timeout_millis: float = 10_000) -> bool:
         """Send the current series to the exporter; return True on success."""
         with self._export_lock:
+            self._unexported = False
             collected = self._aggregates.collect(delta=self._delta)
             if not collected:
                 return True
@@ -299,6 +303,8 @@ class ExportingRecorder:
             with _delivery.quiet_logs() as held:
                 result = self._exporter.export(data, timeout_millis=timeout_millis)
         succeeded = result is MetricExportResult.SUCCESS
+        if not succeeded:
+            self._unexported = True
         self._log.update(succeeded, _delivery.reason_of(held))
         return succeeded
 
@@ -307,9 +313,14 @@ class ExportingRecorder:
         return self.export(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 10_000) -> None:
-        """Export one last time and stop the export thread and the exporter."""
+        """Export what is new and stop the export thread and the exporter.
+
+        Series that a flush exported already are not sent again, so a
+        process that flushed before its collector went away exits at once.
+        """
         self._stopped.set()
-        self.export(timeout_millis)
+        if self._unexported:
+            self.export(timeout_millis)
         self._exporter.shutdown()
 
 

@@ -204,7 +204,11 @@ def _exporter_from_env() -> MetricExporter | None:
     if name == "console":
         return ConsoleMetricExporter()
     if name != "otlp":
-        log.warning("Unsupported OTEL_METRICS_EXPORTER=%r, using otlp", name)
+        log.warning(
+            "Unsupported OTEL_METRICS_EXPORTER=%r, expected otlp, console or "
+            "none; using otlp",
+            name,
+        )
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")

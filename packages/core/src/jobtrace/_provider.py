@@ -293,7 +293,11 @@ def _exporter_from_env() -> SpanExporter | None:
     if name == "console":
         return ConsoleSpanExporter()
     if name != "otlp":
-        log.warning("Unsupported OTEL_TRACES_EXPORTER=%r, using otlp", name)
+        log.warning(
+            "Unsupported OTEL_TRACES_EXPORTER=%r, expected otlp, console or "
+            "none; using otlp",
+            name,
+        )
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
