@@ -526,3 +526,29 @@ def test_piped_child_skips_resource_detection(
         assert exit_code(pid) == 0
     finally:
         _provider._reset_for_tests()
+
+
+def test_enum_attributes_cross_as_values(pipeline: Pipeline) -> None:
+    """Attribute values of enum subclasses cross the pipe as plain values."""
+    import enum
+
+    class Priority(enum.IntEnum):
+        HIGH = 2
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    pipe = open_pipe()
+
+    def body() -> int:
+        with pipeline.tracer.start_as_current_span("typed") as span:
+            span.set_attribute("priority", Priority.HIGH)
+            span.set_attribute("color", Color.RED)
+        return 0 if _handoff.sends_to_parent() else 3
+
+    assert exit_code(fork_child(pipe, body)) == 0
+    assert pipe.collect() == []
+    (span,) = pipeline.exporter.get_finished_spans()
+    assert span.attributes["priority"] == 2
+    assert span.attributes["color"] == "red"
+    assert type(span.attributes["color"]) is str

@@ -505,6 +505,13 @@ class _Writer:
                     error,
                 )
                 return False
+            except BaseException:
+                # A signal handler raised (a job timeout, for example),
+                # maybe after part of the frame was written. The parent
+                # could not find the next frame's start, so nothing more
+                # goes through this pipe.
+                self._broken = True
+                raise
         return True
 
 
@@ -935,7 +942,30 @@ def _decode_context(values: tuple[Any, ...]) -> SpanContext:
 
 
 def _encode_attributes(attributes: Attributes) -> dict[str, Any]:
-    return dict(attributes) if attributes else {}
+    if not attributes:
+        return {}
+    return {key: _plain(value) for key, value in attributes.items()}
+
+
+_PLAIN_TYPES = (str, bool, int, float)
+
+
+def _plain(value: Any) -> Any:
+    # The SDK accepts subclasses such as enum.IntEnum or a str enum, which
+    # marshal rejects, so they cross as their base type's value.
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(item) for item in value)
+    return value
 
 
 def _with_dropped(attributes: dict[str, Any], dropped: int) -> Attributes:
