@@ -17,8 +17,8 @@ import jobtrace
 from jobtrace import _guard, _provider
 from jobtrace._receiver import OtlpReceiver
 
-# Tests and the workers they start export no metrics unless a test asks
-# for them, so that no test sends metrics to the default OTLP endpoint.
+# Tests and the workers they start export no metrics unless a test
+# requests them, so that no test sends metrics to the default OTLP endpoint.
 os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

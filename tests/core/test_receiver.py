@@ -447,7 +447,7 @@ def test_stop_closes_port() -> None:
 
 
 def test_fault_status_and_retry_after(receiver: OtlpReceiver) -> None:
-    """A status fault answers every request with it and stores nothing."""
+    """A status fault responds to every request with it and stores nothing."""
     receiver.set_fault(Fault(status=429, retry_after="7"))
     request = urllib.request.Request(
         receiver.endpoint + "/v1/traces", b"", PROTOBUF, method="POST"
@@ -463,7 +463,7 @@ def test_fault_status_and_retry_after(receiver: OtlpReceiver) -> None:
 
 
 def test_hang_fault_released(receiver: OtlpReceiver) -> None:
-    """A hanging request gets no answer, and clearing the fault releases it."""
+    """A hanging request gets no response until the fault is cleared."""
     receiver.set_fault(Fault(hang=True))
     outcome: list[BaseException] = []
 

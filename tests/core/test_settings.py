@@ -243,8 +243,8 @@ def test_invalid_budget_falls_back(
     field: str,
     default: object,
 ) -> None:
-    """An invalid budget value gives the default and one WARNING that says
-    what is expected."""
+    """An invalid budget value gives the default and one WARNING that names
+    the expected value."""
     settings = Settings.from_env({name: raw})
 
     records = warnings_from(caplog)

@@ -28,9 +28,9 @@ ENDED_BY_PARENT = "jobtrace.span.ended_by_parent"
 #: Set on an exported span whose descendants lost spans to the span budget:
 #: how many dropped spans had this span as their closest kept ancestor.
 PRUNED_SPANS = "jobtrace.pruned_spans"
-#: What those dropped spans were, as three arrays of the same length: each
-#: span name, how many spans of that name were dropped, and their total
-#: duration in seconds. Longest total first.
+#: A summary of those dropped spans, as three arrays of the same length:
+#: each span name, how many spans of that name were dropped, and their
+#: total duration in seconds. Longest total first.
 PRUNED_NAMES = "jobtrace.pruned.names"
 PRUNED_COUNTS = "jobtrace.pruned.counts"
 PRUNED_DURATIONS = "jobtrace.pruned.durations"
