@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from celery import chord, group, signature
+from celery.result import AsyncResult
 
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 
@@ -187,11 +188,9 @@ def test_killed_child_reported_by_parent(
 ) -> None:
     """A pool child killed with SIGKILL mid-job is reported as killed."""
     options = ("--pool", "prefork", "--concurrency", "1")
-    with celery_worker(receiver, redis_url, *options) as (worker, queue):
-        result = producer(redis_url, queue).send_task("it.soft")
-        child = _wait_for_child(worker.pid)
-        time.sleep(0.2)
-        os.kill(child, signal.SIGKILL)
+    with celery_worker(receiver, redis_url, *options) as (_, queue):
+        result = producer(redis_url, queue).send_task("it.sleep", args=(30,))
+        os.kill(_running_child(result), signal.SIGKILL)
         with pytest.raises(Exception):
             result.get(timeout=WAIT)
 
@@ -206,14 +205,12 @@ def test_killed_child_keeps_spans(redis_url: str, receiver: OtlpReceiver) -> Non
     options = ("--pool", "prefork", "--concurrency", "1")
     # A long batch delay shows that nothing waited in the child's own queue.
     env = {"OTEL_BSP_SCHEDULE_DELAY": "30000"}
-    with celery_worker(receiver, redis_url, *options, env=env) as (worker, queue):
+    with celery_worker(receiver, redis_url, *options, env=env) as (_, queue):
         app = producer(redis_url, queue)
         done = app.send_task("it.add", args=(1, 1))
         assert done.get(timeout=WAIT) == 2
         killed = app.send_task("it.span_then_sleep")
-        child = _wait_for_child(worker.pid)
-        time.sleep(0.5)
-        os.kill(child, signal.SIGKILL)
+        os.kill(_running_child(killed), signal.SIGKILL)
         with pytest.raises(Exception):
             killed.get(timeout=WAIT)
 
@@ -279,16 +276,18 @@ def test_unknown_task_is_rejected(
     assert [(t, s) for t, s, _ in run.links] == [(send.trace_id, send.span_id)]
 
 
-def _wait_for_child(parent: int) -> int:
+def _running_child(result: AsyncResult) -> int:
+    """The pid of the pool child running a ``track_started`` task.
+
+    The first child listed under the worker can be a short-lived helper
+    process, so the pid comes from the task's STARTED state instead.
+    """
     deadline = time.monotonic() + WAIT
-    path = f"/proc/{parent}/task/{parent}/children"
     while time.monotonic() < deadline:
-        with open(path) as children:
-            found = children.read().split()
-        if found:
-            return int(found[0])
-        time.sleep(0.1)
-    raise AssertionError(f"worker {parent} started no pool child")
+        if result.state == "STARTED":
+            return int(result.info["pid"])
+        time.sleep(0.05)
+    raise AssertionError(f"task {result.id} never started")
 
 
 def test_opentelemetry_instrument_loads_plugin(

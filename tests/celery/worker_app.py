@@ -85,7 +85,9 @@ def hang() -> None:
         time.sleep(30)
 
 
-@app.task(name="it.span_then_sleep")
+# track_started stores the running child's pid in the result, so a test
+# can kill the process that holds the job.
+@app.task(name="it.span_then_sleep", track_started=True)
 def span_then_sleep() -> None:
     with jobtrace.tracer().start_as_current_span("inside"):
         pass
@@ -98,7 +100,7 @@ def soft() -> None:
     time.sleep(5)
 
 
-@app.task(name="it.sleep")
+@app.task(name="it.sleep", track_started=True)
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
