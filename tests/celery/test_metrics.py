@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from celery.exceptions import TimeLimitExceeded
 
 from jobtrace._receiver import METRICS_PATH, OtlpReceiver
 
@@ -58,3 +59,23 @@ def test_exporter_none_sends_no_metrics(redis_url: str, receiver: OtlpReceiver) 
 
     receiver.wait_for_spans(1, timeout=WAIT, name_prefix="process ")
     assert receiver.request_count(METRICS_PATH) == 0
+
+
+def test_hard_time_limit_counted_once(redis_url: str, receiver: OtlpReceiver) -> None:
+    """A run stopped by the hard time limit is one run in the metrics.
+
+    The main process reports the run when the limit passes. The child may
+    still end the run itself before it is killed, and that count is dropped.
+    """
+    options = ("--pool", "prefork", "--concurrency", "1")
+    with celery_worker(receiver, redis_url, *options, env=METRICS_ENV) as (_, queue):
+        app = producer(redis_url, queue)
+        hung = [app.send_task("it.hang") for _ in range(2)]
+        for result in hung:
+            with pytest.raises(TimeLimitExceeded):
+                result.get(timeout=WAIT)
+        assert app.send_task("it.add", args=(1, 1)).get(timeout=WAIT) == 2
+
+    counts = job_counts(receiver)
+    assert sum(n for (name, _), n in counts.items() if name == "it.hang") == 2
+    assert counts[("it.add", "success")] == 1

@@ -226,6 +226,24 @@ def test_killed_child_keeps_spans(redis_url: str, receiver: OtlpReceiver) -> Non
     assert sleeping.attributes["jobtrace.span.ended_by_parent"] is True
 
 
+def test_children_share_the_batch_queue(redis_url: str, receiver: OtlpReceiver) -> None:
+    """Four children ending 1,900 spans each at once lose none of them.
+
+    Their spans all go through the main process's batch queue, which holds
+    2,048 spans, so the main process waits for room instead of dropping.
+    """
+    options = ("--pool", "prefork", "--concurrency", "4")
+    with celery_worker(receiver, redis_url, *options) as (_, queue):
+        app = producer(redis_url, queue)
+        results = [app.send_task("it.many_spans", args=(1900,)) for _ in range(4)]
+        assert [r.get(timeout=WAIT) for r in results] == [1900] * 4
+
+    # The warm shutdown flushed the main process's queue.
+    runs = process_spans_for(receiver, {r.id for r in results})
+    assert all(len(spans) == 1 for spans in runs.values())
+    assert len(by_name(receiver.spans(), "step")) == 4 * 1900
+
+
 def test_chord_callback_is_traced(redis_url: str, receiver: OtlpReceiver) -> None:
     """A chord's callback, enqueued by the worker, gets send and process spans."""
     options = ("--pool", "prefork", "--concurrency", "2")

@@ -137,6 +137,15 @@ def nested(self: Any) -> None:
             time.sleep(0.002)
 
 
+@app.task(name="it.many_spans")
+def many_spans(count: int) -> int:
+    tracer = jobtrace.tracer()
+    for _ in range(count):
+        with tracer.start_as_current_span("step"):
+            pass
+    return count
+
+
 @app.task(name="it.total")
 def total(values: list[int]) -> int:
     return sum(values)

@@ -11,6 +11,7 @@ import marshal
 import os
 import signal
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 
 import jobtrace
-from jobtrace import _handoff, _provider
+from jobtrace import _delivery, _handoff, _provider
 from jobtrace._handoff import HandoffProcessor
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -356,24 +357,49 @@ def test_no_pipe_without_processor() -> None:
     assert jobtrace.open_span_pipe() is None
 
 
-def test_pipes_bounded(pipeline: Pipeline) -> None:
-    """The parent keeps at most MAX_OPEN_PIPES children's pipes open."""
-    pipes = [open_pipe() for _ in range(_handoff.MAX_OPEN_PIPES + 3)]
+def test_pipes_bounded(
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past max_open_pipes(), children get no pipe and live pipes stay open."""
+    monkeypatch.setattr(_handoff, "max_open_pipes", lambda: 4)
+    monkeypatch.setattr(_handoff, "_pipes_full_warned", False)
+    pipes = [open_pipe() for _ in range(4)]
     children_ends = []
     for pipe in pipes:
         children_ends.append(pipe._write_fd)
-        # Keep the write end open, as a grandchild holding it would.
+        # Keep the write end open, as a live child would.
         pipe._write_fd = os.dup(pipe._write_fd)
         pipe.use_in_parent()
     collector = _handoff._collector
     assert collector is not None
 
-    assert len(collector._streams) == _handoff.MAX_OPEN_PIPES
+    with caplog.at_level(logging.WARNING, logger="jobtrace"):
+        assert jobtrace.open_span_pipe() is None
+        assert jobtrace.open_span_pipe() is None
+    assert len(collector._streams) == 4
+    assert len([r for r in caplog.records if "ulimit" in r.message]) == 1
+
     for pipe in pipes:
         pipe.collect()
     for fd in children_ends:
         os.close(fd)
     assert collector._streams == {}
+    reopened = jobtrace.open_span_pipe()
+    assert reopened is not None
+    reopened.close()
+
+
+def test_max_open_pipes_follows_file_limit() -> None:
+    """The pipe limit is a quarter of the open-file limit, within bounds."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = _handoff.max_open_pipes()
+    assert _handoff.MAX_OPEN_PIPES <= limit <= 1024
+    if soft != resource.RLIM_INFINITY and 256 <= soft <= 4096:
+        assert limit == soft // 4
 
 
 @pytest.fixture
@@ -552,3 +578,74 @@ def test_enum_attributes_cross_as_values(pipeline: Pipeline) -> None:
     assert span.attributes["priority"] == 2
     assert span.attributes["color"] == "red"
     assert type(span.attributes["color"]) is str
+
+
+class SlowExporter(InMemorySpanExporter):
+    """Takes a fixed time per export, like a collector on the network."""
+
+    def export(self, spans: Any) -> Any:
+        time.sleep(0.02)
+        return super().export(spans)
+
+
+def test_children_bursts_fit_in_small_queue() -> None:
+    """Children ending more spans than the batch queue holds lose none."""
+    exporter = SlowExporter()
+    batch = BatchSpanProcessor(
+        exporter, max_queue_size=64, max_export_batch_size=16, schedule_delay_millis=50
+    )
+    processor = HandoffProcessor(_delivery.CountingProcessor(batch))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    _handoff.activate(processor)
+    try:
+        pipes = [open_pipe() for _ in range(3)]
+
+        def body() -> int:
+            for _ in range(300):
+                with tracer.start_as_current_span("burst"):
+                    pass
+            return 0
+
+        pids = [fork_child(pipe, body) for pipe in pipes]
+        assert [exit_code(pid) for pid in pids] == [0, 0, 0]
+        for pipe in pipes:
+            pipe.collect()
+        provider.force_flush()
+        assert len(exporter.get_finished_spans()) == 900
+    finally:
+        _handoff.activate(None)
+        provider.shutdown()
+
+
+def test_room_wait_bounded_when_export_stalls() -> None:
+    """With an export that never returns, handing spans over waits once."""
+    release = threading.Event()
+
+    class Stuck(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            release.wait(30)
+            return super().export(spans)
+
+    batch = BatchSpanProcessor(
+        Stuck(), max_queue_size=8, max_export_batch_size=4, schedule_delay_millis=10
+    )
+    counting = _delivery.CountingProcessor(batch)
+    provider = TracerProvider()
+    provider.add_span_processor(counting)
+    tracer = provider.get_tracer("tests")
+    try:
+        started = time.monotonic()
+        with _delivery.waiting_for_room():
+            for _ in range(200):
+                with tracer.start_as_current_span("stuck"):
+                    pass
+        elapsed = time.monotonic() - started
+        # One wait for the stuck export, perhaps one more after the batch
+        # it took made room; then spans are dropped without waiting.
+        assert elapsed < 3 * _delivery.ROOM_WAIT_SECONDS
+        assert elapsed >= _delivery.ROOM_WAIT_SECONDS
+    finally:
+        release.set()
+        provider.shutdown()

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -36,7 +37,13 @@ QUIETED_LOGGERS = (
     "opentelemetry.trace.span",
 )
 
+#: The maximum time a span handed over from a forked child waits for room
+#: in a full batch queue. One export of a batch to a working collector
+#: takes far less.
+ROOM_WAIT_SECONDS = 0.5
+
 _quiet = threading.local()
+_waiting = threading.local()
 _filter_lock = threading.Lock()
 _filter_installed = False
 
@@ -232,29 +239,68 @@ class CountingProcessor(SpanProcessor):
 
     A full queue makes the batch processor log a WARNING per span. Those
     lines are held back, because the count replaces them.
+
+    On a thread inside :func:`waiting_for_room`, a full queue makes
+    ``on_end`` wait until the processor's export takes a batch off it, for
+    at most :data:`ROOM_WAIT_SECONDS`. Once a wait timed out, spans are
+    dropped without waiting until the queue has room again, so a
+    collector that never responds costs one wait per export timeout.
     """
 
-    def __init__(self, batch: SpanProcessor, health: ExportHealth) -> None:
+    def __init__(
+        self, batch: SpanProcessor, health: ExportHealth | None = None
+    ) -> None:
         self.batch = batch
         self.health = health
+        self._stalled = False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.batch.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         full = queue_full(self.batch)
-        self.health.count_queued(overflowed=full)
+        if not full:
+            self._stalled = False
+        elif getattr(_waiting, "active", False) and not self._stalled:
+            full = not self._wait_for_room()
+            self._stalled = full
+        if self.health is not None:
+            self.health.count_queued(overflowed=full)
         if not full:
             self.batch.on_end(span)
             return
         with quiet_logs():
             self.batch.on_end(span)
 
+    def _wait_for_room(self) -> bool:
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+            if not queue_full(self.batch):
+                return True
+        return False
+
     def shutdown(self) -> None:
         self.batch.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.batch.force_flush(timeout_millis)
+
+
+class waiting_for_room:
+    """Context manager: spans ended on this thread wait for room in the queue.
+
+    The thread that reads forked children's spans hands them over in
+    bursts: several children can end thousands of spans within one export
+    interval, more than one batch queue holds. Waiting there slows only
+    that thread, and a child blocks only once its pipe is full.
+    """
+
+    def __enter__(self) -> None:
+        _waiting.active = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _waiting.active = False
 
 
 class MetricExportLog:
@@ -293,7 +339,8 @@ def queue_full(processor: object) -> bool:
     attribute it reads is missing in the installed SDK.
     """
     inner = getattr(processor, "_batch_processor", None)
-    queue = getattr(inner, "_queue", None)
+    # Releases before 1.34 keep the queue on the processor itself.
+    queue = getattr(inner, "_queue", None) or getattr(processor, "queue", None)
     maxlen = getattr(queue, "maxlen", None)
     if queue is None or maxlen is None:
         return False

@@ -47,13 +47,16 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
+from jobtrace import _delivery
 from jobtrace import _names as names
 from jobtrace._guard import Guard
 
 try:
     import fcntl
+    import resource
 except ImportError:  # Windows, which has no fork() either
     fcntl = None  # type: ignore[assignment]
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +74,11 @@ _FLUSH = b"F"
 _TOKEN = struct.Struct("!Q")
 #: Frames longer than this are treated as a corrupt stream.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-#: Pipes open at once. A grandchild that keeps a write end open must not
-#: make the parent keep descriptors without limit.
+#: The minimum of :func:`max_open_pipes`, and its value when the limit on
+#: open files is unknown.
 MAX_OPEN_PIPES = 64
+#: The maximum of :func:`max_open_pipes`.
+_PIPES_CAP = 1024
 #: Linux grows a pipe's buffer up to /proc/sys/fs/pipe-max-size (1 MiB by
 #: default), so a child rarely waits for the parent's reader.
 _PIPE_BYTES = 1024 * 1024
@@ -92,6 +97,7 @@ _pipe_forks = False
 # while one is open inherits a count above zero: see fork_has_pipe().
 _opened = 0
 _fork_hooks_registered = False
+_pipes_full_warned = False
 _forking = threading.local()
 
 _ON_START = Guard("processor.on_start")
@@ -294,11 +300,51 @@ def open_span_pipe() -> SpanPipe | None:
     processor = _active
     if processor is None:
         return None
+    collector = _collector
+    streams = 0 if collector is None else collector.open_streams()
+    if _opened + streams >= max_open_pipes():
+        # Closing a pipe that a live child still writes to would make the
+        # parent end that child's spans a second time, so the new child
+        # exports its spans itself instead.
+        _warn_pipes_full()
+        return None
     try:
         return SpanPipe(processor)
     except OSError as error:
         log.warning("Could not open a pipe for a child's spans: %s", error)
         return None
+
+
+def max_open_pipes() -> int:
+    """Return how many children's pipes a parent keeps open at once.
+
+    Each pipe takes two descriptors in the parent, so the pipes get at most
+    a quarter of the soft limit on open files, between 64 and 1024 pipes.
+    The limit also bounds the descriptors kept by a grandchild that keeps
+    a write end open after its parent exited.
+    """
+    if resource is None:
+        return MAX_OPEN_PIPES
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return MAX_OPEN_PIPES
+    if soft == resource.RLIM_INFINITY:
+        return _PIPES_CAP
+    return max(MAX_OPEN_PIPES, min(_PIPES_CAP, soft // 4))
+
+
+def _warn_pipes_full() -> None:
+    global _pipes_full_warned
+    if _pipes_full_warned:
+        return
+    _pipes_full_warned = True
+    log.warning(
+        "%d child processes already send their spans to this process, so "
+        "new children export their own spans; raise the limit on open files "
+        "(ulimit -n) to pipe more",
+        max_open_pipes(),
+    )
 
 
 def pipe_forks(enabled: bool = True) -> None:
@@ -563,11 +609,10 @@ class _Collector:
         with self._lock:
             self._streams[fd] = stream
             self._selector.register(fd, selectors.EVENT_READ)
-            while len(self._streams) > MAX_OPEN_PIPES:
-                oldest = next(iter(self._streams))
-                log.warning("Closing a child's span pipe that stayed open too long")
-                self._close(oldest)
         return stream
+
+    def open_streams(self) -> int:
+        return len(self._streams)
 
     def drain(self, timeout: float) -> None:
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
@@ -680,6 +725,10 @@ class _Collector:
                 return
 
     def _queue_frames(self, fd: int, stream: _Stream) -> bool:
+        with _delivery.waiting_for_room():
+            return self._queue_frames_waiting(fd, stream)
+
+    def _queue_frames_waiting(self, fd: int, stream: _Stream) -> bool:
         buffer = stream.buffer
         offset = 0
         while len(buffer) - offset >= _HEADER.size:
@@ -699,7 +748,10 @@ class _Collector:
             try:
                 values = marshal.loads(payload)
                 if kind == _MEASURED:
-                    _measured(values)
+                    if values[0] == "process" and stream.skip_runs:
+                        stream.skip_runs -= 1
+                    else:
+                        _measured(values)
                     continue
                 span_id = values[1][1]
                 if kind == _STARTED:
@@ -707,8 +759,10 @@ class _Collector:
                     stream.processor.child_started(values)
                     continue
                 if span_id in stream.claimed:
-                    # The parent reported this span already.
+                    # The parent reported this span already, and the child
+                    # measures a run right after ending its span.
                     stream.claimed.discard(span_id)
+                    stream.skip_runs += 1
                     continue
                 stream.started.pop(span_id, None)
                 span = decode(values, stream.processor.resource)
@@ -778,6 +832,7 @@ class _Stream:
         "end_abandoned",
         "fd",
         "processor",
+        "skip_runs",
         "started",
     )
 
@@ -790,6 +845,9 @@ class _Stream:
         self.end_abandoned = end_abandoned
         # Ids of started spans that the parent took over with claim_run.
         self.claimed: set[int] = set()
+        # Run measurements still to come for claimed runs that the child
+        # ended itself. The parent recorded those runs when it claimed them.
+        self.skip_runs = 0
         self.buffer = bytearray()
         # Spans the child started and has not ended yet, by span id.
         self.started: dict[int, tuple[Any, ...]] = {}

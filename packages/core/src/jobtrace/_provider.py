@@ -198,9 +198,9 @@ def _chain(
     # that exports: for a forked child's spans, the parent. The count of
     # queued spans sits right above the batch processor, so that spans the
     # budget drops on purpose never count as dropped by the export.
-    processor: SpanProcessor = BatchSpanProcessor(exporter)
-    if health is not None:
-        processor = _delivery.CountingProcessor(processor, health)
+    processor: SpanProcessor = _delivery.CountingProcessor(
+        BatchSpanProcessor(exporter), health
+    )
     current = settings()
     if current.max_spans_per_trace:
         processor = BudgetProcessor(
