@@ -170,8 +170,12 @@ def test_flush_before_exit_returns_at_once(pipeline: Pipeline) -> None:
 class _SlowExporter(InMemorySpanExporter):
     """Holds each export for a moment, as a collector on a network would."""
 
+    def __init__(self, delay: float = 0.2) -> None:
+        super().__init__()
+        self.delay = delay
+
     def export(self, spans: Any) -> Any:
-        time.sleep(0.2)
+        time.sleep(self.delay)
         return super().export(spans)
 
 
@@ -580,17 +584,9 @@ def test_enum_attributes_cross_as_values(pipeline: Pipeline) -> None:
     assert type(span.attributes["color"]) is str
 
 
-class SlowExporter(InMemorySpanExporter):
-    """Takes a fixed time per export, like a collector on the network."""
-
-    def export(self, spans: Any) -> Any:
-        time.sleep(0.02)
-        return super().export(spans)
-
-
 def test_children_bursts_fit_in_small_queue() -> None:
     """Children ending more spans than the batch queue holds lose none."""
-    exporter = SlowExporter()
+    exporter = _SlowExporter(delay=0.02)
     batch = BatchSpanProcessor(
         exporter, max_queue_size=64, max_export_batch_size=16, schedule_delay_millis=50
     )
@@ -648,4 +644,93 @@ def test_room_wait_bounded_when_export_stalls() -> None:
         assert elapsed >= _delivery.ROOM_WAIT_SECONDS
     finally:
         release.set()
+        provider.shutdown()
+
+
+def test_concurrent_flushes_in_child() -> None:
+    """Threads of one piped child that flush at once all get confirmed."""
+    exporter = _SlowExporter(delay=0.05)
+    processor = HandoffProcessor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=provider)
+    _handoff.activate(processor)
+    pipe = open_pipe()
+
+    def body() -> int:
+        results: list[bool] = []
+
+        def flush_one(index: int) -> None:
+            with tracer.start_as_current_span(f"thread-{index}"):
+                pass
+            results.append(jobtrace.flush(timeout=10))
+
+        threads = [threading.Thread(target=flush_one, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return 0 if results == [True] * 4 else 3
+
+    try:
+        pid = fork_child(pipe, body)
+        assert exit_code(pid) == 0
+        pipe.collect()
+        names = sorted(span.name for span in exporter.get_finished_spans())
+        assert names == [f"thread-{i}" for i in range(4)]
+    finally:
+        _provider._reset_for_tests()
+        provider.shutdown()
+
+
+def test_forked_child_closes_waiting_ack_pipes() -> None:
+    """A child forked while a flush is stuck inherits no confirmation pipe."""
+    release = threading.Event()
+
+    class Stuck(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            release.wait(10)
+            return super().export(spans)
+
+    processor = HandoffProcessor(
+        BatchSpanProcessor(Stuck(), schedule_delay_millis=60_000)
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=provider)
+    _handoff.activate(processor)
+    first = open_pipe()
+
+    def flush_and_exit() -> int:
+        with tracer.start_as_current_span("job"):
+            pass
+        return 0 if not jobtrace.flush(timeout=0.2) else 3
+
+    try:
+        ack_fd = first._ack_write_fd
+        assert exit_code(fork_child(first, flush_and_exit)) == 0
+        first.collect()
+        # The flush is stuck in the export, so the exited child's
+        # confirmation pipe waits to close behind it.
+        os.fstat(ack_fd)
+
+        def check_inherited() -> int:
+            try:
+                os.fstat(ack_fd)
+            except OSError:
+                return 0
+            return 4
+
+        second = open_pipe()
+        assert exit_code(fork_child(second, check_inherited)) == 0
+        second.collect()
+    finally:
+        release.set()
+        _provider._reset_for_tests()
         provider.shutdown()

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 import jobtrace
 from jobtrace import _guard, _provider
 from jobtrace._budget import BudgetProcessor
+from jobtrace._delivery import CountingProcessor
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._version import __version__
 
@@ -575,8 +576,10 @@ def batch_processor_below(processor: SpanProcessor) -> BatchSpanProcessor:
     assert isinstance(processor, HandoffProcessor)
     budget = processor.processor
     assert isinstance(budget, BudgetProcessor)
-    assert isinstance(budget.processor, BatchSpanProcessor)
-    return budget.processor
+    counting = budget.processor
+    assert isinstance(counting, CountingProcessor)
+    assert isinstance(counting.batch, BatchSpanProcessor)
+    return counting.batch
 
 
 def test_span_processor_given_exporter() -> None:
@@ -614,8 +617,10 @@ def test_span_processor_budget_off(monkeypatch: pytest.MonkeyPatch) -> None:
     processor = jobtrace.span_processor(exporter)
 
     assert isinstance(processor, HandoffProcessor)
-    assert isinstance(processor.processor, BatchSpanProcessor)
-    assert processor.processor.span_exporter is exporter
+    counting = processor.processor
+    assert isinstance(counting, CountingProcessor)
+    assert isinstance(counting.batch, BatchSpanProcessor)
+    assert counting.batch.span_exporter is exporter
     processor.shutdown()
 
 

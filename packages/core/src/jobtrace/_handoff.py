@@ -496,6 +496,9 @@ class _Writer:
         self._ack_fd = ack_fd
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # One flush request at a time, because each request reads the
+        # confirmation pipe until its own token arrives.
+        self._flush_lock = threading.Lock()
         self._broken = False
 
     def usable(self) -> bool:
@@ -515,10 +518,18 @@ class _Writer:
 
     def request_flush(self, timeout: float) -> bool:
         """Ask the parent to export what it has; wait ``timeout`` s for it."""
+        deadline = time.monotonic() + timeout
+        if not self._flush_lock.acquire(timeout=max(timeout, 0.0)):
+            return False
+        try:
+            return self._request_flush(deadline)
+        finally:
+            self._flush_lock.release()
+
+    def _request_flush(self, deadline: float) -> bool:
         token = int.from_bytes(os.urandom(8), "big")
         if not self.write(_FLUSH, _TOKEN.pack(token)):
             return False
-        deadline = time.monotonic() + timeout
         received = b""
         while True:
             remaining = deadline - time.monotonic()
@@ -666,6 +677,7 @@ class _Collector:
             os.close(stream.ack_fd)
         self._streams.clear()
         self._selector.close()
+        self._flusher.forget()
 
     def _run(self) -> None:
         while not self._closed:
@@ -786,7 +798,9 @@ class _Flusher:
     """Runs children's flush requests on a thread of its own.
 
     A flush waits for the exporter, and the reader thread must keep reading
-    meanwhile, or children block on full pipes.
+    meanwhile, or children block on full pipes. One export serves every
+    request queued while the previous one ran, so children that flush often
+    against a slow collector wait for one export, not for a line of them.
     """
 
     def __init__(self) -> None:
@@ -794,13 +808,24 @@ class _Flusher:
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
+        # Confirmation pipes of exited children, still open for the
+        # requests queued before their exit.
+        self._closing: set[int] = set()
 
     def request(self, stream: _Stream, token: bytes) -> None:
         self._put(stream, token)
 
     def close_later(self, stream: _Stream) -> None:
         # The confirmation pipe closes after the requests queued before it.
+        self._closing.add(stream.ack_fd)
         self._put(stream, None)
+
+    def forget(self) -> None:
+        """Close the confirmation pipes waiting to close, in a forked child."""
+        for fd in list(self._closing):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._closing.clear()
 
     def _put(self, stream: _Stream, token: bytes | None) -> None:
         self._queue.put((stream, token))
@@ -812,14 +837,35 @@ class _Flusher:
 
     def _run(self) -> None:
         while True:
-            stream, token = self._queue.get()
+            waiting = [self._queue.get()]
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
             with _FLUSHER:
-                if token is None:
-                    os.close(stream.ack_fd)
-                    continue
-                stream.processor.processor.force_flush()
+                self._serve(waiting)
+
+    def _serve(self, waiting: list[tuple[_Stream, bytes | None]]) -> None:
+        processors = {
+            id(stream.processor): stream.processor
+            for stream, token in waiting
+            if token is not None
+        }
+        for processor in processors.values():
+            processor.processor.force_flush(_flush_millis())
+        for stream, token in waiting:
+            if token is None:
+                self._closing.discard(stream.ack_fd)
                 with contextlib.suppress(OSError):
-                    os.write(stream.ack_fd, token)
+                    os.close(stream.ack_fd)
+                continue
+            with contextlib.suppress(OSError):
+                os.write(stream.ack_fd, token)
+
+
+def _flush_millis() -> int:
+    # The provider module imports this one.
+    from jobtrace._provider import settings
+
+    return int(settings().flush_timeout * 1000)
 
 
 class _Stream:

@@ -349,10 +349,13 @@ def flush(timeout: float | None = None) -> bool:
     _handoff.drain(limit)
     meters = _metrics.exporting_recorder()
 
-    def flush_all() -> None:
-        provider.force_flush(int(limit * 1000))
+    def flush_all() -> bool:
+        # An SDK provider returns False when a processor's flush timed out,
+        # as a piped child's does when the parent never confirms.
+        flushed = provider.force_flush(int(limit * 1000)) is not False
         if meters is not None:
             meters.force_flush(limit * 1000)
+        return flushed
 
     return _run_bounded(flush_all, limit, "flush")
 
@@ -430,8 +433,8 @@ def _run_bounded(
 
     def run() -> None:
         try:
-            action()
-            succeeded.append(True)
+            if action() is not False:
+                succeeded.append(True)
         except Exception:
             log.exception("jobtrace %s failed", what)
         finally:
