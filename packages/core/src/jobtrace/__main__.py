@@ -16,6 +16,28 @@ def main(argv: list[str] | None = None) -> int:
         help="run producers and Celery, RQ and Dramatiq workers on an embedded "
         "Redis and print their traces",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the settings, plugins, exporter endpoint and other tracers "
+        "of this environment, and exit 1 when a check finds a problem",
+    )
+    doctor.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, as the worker does (the Celery app module, "
+        "the RQ settings module or the Dramatiq broker module), then report "
+        "what it instrumented; may be repeated",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="maximum seconds that the endpoint check waits (default: 3)",
+    )
     arguments = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -25,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         from jobtrace import _demo
 
         return _demo.run()
+    if arguments.command == "doctor":
+        from jobtrace import _doctor
+
+        return _doctor.run(
+            arguments.app, as_json=arguments.json, timeout=arguments.timeout
+        )
     return 2
 
 

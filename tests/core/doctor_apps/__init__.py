@@ -1,0 +1,1 @@
+"""Application modules that ``jobtrace doctor --app`` imports in the tests."""

@@ -1,0 +1,417 @@
+"""Unit tests of the checks behind ``jobtrace doctor``."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+
+from jobtrace._doctor import _config, _endpoint, _hosts, _masking, collect, render
+from jobtrace._doctor._finding import Finding
+from jobtrace._receiver import Fault, OtlpReceiver
+
+
+class TestMasking:
+    """Secrets never reach the report."""
+
+    def test_header_values(self) -> None:
+        """Header variables keep their keys and lose every value."""
+        masked = _masking.mask_variable(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-honeycomb-team=abc, dataset=d"
+        )
+
+        assert masked == "x-honeycomb-team=***,dataset=***"
+
+    def test_url_password(self) -> None:
+        """A URL keeps its user name and loses its password."""
+        masked = _masking.mask_variable(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:pa55@collector:4318"
+        )
+
+        assert masked == "https://user:***@collector:4318"
+
+    def test_url_bare_user(self) -> None:
+        """A user part without a password is read as a token."""
+        masked = _masking.mask_url("https://abc123@sentry.example/1")
+
+        assert masked == "https://***@sentry.example/1"
+
+    def test_url_query_secret(self) -> None:
+        """Secret-looking query values are masked, others kept."""
+        masked = _masking.mask_url("http://c:4318/v1/traces?api_key=k&region=eu")
+
+        assert masked == "http://c:4318/v1/traces?api_key=***&region=eu"
+
+    @pytest.mark.parametrize(
+        "name",
+        ["DD_API_KEY", "MY_SERVICE_TOKEN", "OTEL_EXPORTER_OTLP_CLIENT_KEY", "PASSWD"],
+    )
+    def test_secret_names(self, name: str) -> None:
+        """A variable whose name looks secret is masked whole."""
+        assert _masking.mask_variable(name, "s3cret") == "***"
+
+    def test_resource_attributes(self) -> None:
+        """Only secret-looking resource attributes lose their values."""
+        masked = _masking.mask_variable(
+            "OTEL_RESOURCE_ATTRIBUTES", "service.version=1.2,deploy.token=t"
+        )
+
+        assert masked == "service.version=1.2,deploy.token=***"
+
+    def test_extra_redacted_keys(self) -> None:
+        """Parts from JOBTRACE_REDACT_KEYS mark names as secret too."""
+        masked = _masking.mask_variable(
+            "OTEL_RESOURCE_ATTRIBUTES", "tenant.pin=42,region=eu", extra=("pin",)
+        )
+
+        assert masked == "tenant.pin=***,region=eu"
+
+    def test_plain_values_unchanged(self) -> None:
+        """Values without secrets pass unchanged."""
+        assert _masking.mask_variable("OTEL_SERVICE_NAME", "shop") == "shop"
+        assert _masking.mask_variable("JOBTRACE_REDACT_KEYS", "pin") == "pin"
+
+
+class TestFinding:
+    """The contract of a report line."""
+
+    def test_problem_needs_fix(self) -> None:
+        """A problem without a fix is a programming error."""
+        with pytest.raises(ValueError, match="has no fix"):
+            Finding("endpoint", "problem", "broken")
+
+    def test_invalid_level(self) -> None:
+        """Only the known levels are accepted."""
+        with pytest.raises(ValueError, match="Invalid level"):
+            Finding("endpoint", "fatal", "broken", fix="fix it")
+
+
+class TestSettings:
+    """The JOBTRACE_* settings come from jobtrace's settings module."""
+
+    def test_effective_values(self) -> None:
+        """Set values show as set, the rest as defaults."""
+        _, variables, findings = _config.read_settings(
+            {"JOBTRACE_PROPAGATION": "child", "JOBTRACE_FLUSH_TIMEOUT": "2"}
+        )
+        shown = {item.name: (item.value, item.source) for item in variables}
+
+        assert findings == []
+        assert shown["JOBTRACE_PROPAGATION"] == ("child", "environment")
+        assert shown["JOBTRACE_FLUSH_TIMEOUT"] == ("2.0", "environment")
+        assert shown["JOBTRACE_ENABLED"] == ("true", "default")
+        assert shown["JOBTRACE_COMPONENT"] == ("", "unset")
+
+    def test_invalid_value(self) -> None:
+        """An invalid value is a problem whose fix names the variable."""
+        _, _, findings = _config.read_settings({"JOBTRACE_FLUSH_TIMEOUT": "-1"})
+
+        assert len(findings) == 1
+        assert findings[0].level == "problem"
+        assert "Invalid JOBTRACE_FLUSH_TIMEOUT='-1'" in findings[0].message
+        assert findings[0].fix == (
+            "set JOBTRACE_FLUSH_TIMEOUT to a valid value, or unset it"
+        )
+
+    def test_unknown_variable(self) -> None:
+        """A misspelt JOBTRACE_* variable is a warning."""
+        _, _, findings = _config.read_settings({"JOBTRACE_PROPOGATION": "child"})
+
+        assert [item.level for item in findings] == ["warning"]
+        assert "JOBTRACE_PROPOGATION is not a jobtrace setting" in findings[0].message
+
+    def test_disabled(self) -> None:
+        """Each switch that turns jobtrace off is a warning."""
+        environ = {"JOBTRACE_ENABLED": "false", "OTEL_SDK_DISABLED": "true"}
+        current, _, _ = _config.read_settings(environ)
+
+        findings = _config.disabled_findings(current, environ)
+
+        assert [item.level for item in findings] == ["warning", "warning"]
+
+    def test_otel_listing(self) -> None:
+        """OTEL_* variables show masked, unset ones with their defaults."""
+        variables = _config.read_otel(
+            {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer x", "OTEL_FOO": "1"},
+            (),
+        )
+        shown = {item.name: (item.value, item.source) for item in variables}
+
+        assert shown["OTEL_EXPORTER_OTLP_HEADERS"] == (
+            "authorization=***",
+            "environment",
+        )
+        assert shown["OTEL_TRACES_SAMPLER"] == ("parentbased_always_on", "default")
+        assert shown["OTEL_FOO"] == ("1", "environment")
+
+
+class TestResolve:
+    """Endpoints resolve as the OTLP exporters resolve them."""
+
+    def test_base_endpoint(self) -> None:
+        """The common endpoint gets each signal's path appended."""
+        targets, findings = _endpoint.resolve(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
+        )
+
+        assert findings == []
+        assert [item.url for item in targets] == [
+            "http://c:4318/v1/traces",
+            "http://c:4318/v1/metrics",
+        ]
+
+    def test_signal_endpoint_as_is(self) -> None:
+        """A per-signal endpoint is used as it is."""
+        targets, _ = _endpoint.resolve(
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/custom",
+                "OTEL_METRICS_EXPORTER": "none",
+            }
+        )
+
+        assert [(item.url, item.variable) for item in targets] == [
+            ("http://t:1/custom", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        ]
+
+    def test_grpc_default(self) -> None:
+        """gRPC defaults to port 4317 and appends no path."""
+        targets, _ = _endpoint.resolve(
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRICS_EXPORTER": "none"}
+        )
+
+        assert [(item.protocol, item.url) for item in targets] == [
+            ("grpc", "http://localhost:4317")
+        ]
+
+    def test_headers_per_signal(self) -> None:
+        """Per-signal headers replace the common ones."""
+        targets, _ = _endpoint.resolve(
+            {
+                "OTEL_EXPORTER_OTLP_HEADERS": "a=1",
+                "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "b=2",
+            }
+        )
+
+        assert [dict(item.headers) for item in targets] == [{"a": "1"}, {"b": "2"}]
+
+    def test_unsupported_protocol(self) -> None:
+        """An unsupported protocol is a problem; http/protobuf is probed."""
+        targets, findings = _endpoint.resolve(
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                "OTEL_METRICS_EXPORTER": "none",
+            }
+        )
+
+        assert [item.level for item in findings] == ["problem", "note"]
+        assert "OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc" in str(
+            findings[0].fix
+        )
+        assert [item.protocol for item in targets] == ["http/protobuf"]
+
+    def test_exporters_off(self) -> None:
+        """With both exporters off, nothing is probed."""
+        targets, findings = _endpoint.resolve(
+            {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "console"}
+        )
+
+        assert targets == []
+        assert [item.level for item in findings] == ["note", "note"]
+
+
+def traces_target(url: str, **headers: str) -> _endpoint.Target:
+    """A traces target at ``url`` over OTLP/HTTP."""
+    return _endpoint.Target(
+        "traces", "http/protobuf", url, "OTEL_EXPORTER_OTLP_ENDPOINT", headers
+    )
+
+
+def closed_port() -> int:
+    """Return a loopback port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(dict(self.headers.items()))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def header_server() -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that records request headers."""
+    _HeaderRecorder.seen = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _HeaderRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class TestProbe:
+    """Each probe outcome gives the right level and fix."""
+
+    def test_receiver_ok(self, receiver: OtlpReceiver) -> None:
+        """A receiver that accepts the empty request is ok."""
+        finding = _endpoint.probe(traces_target(receiver.endpoint + "/v1/traces"), 2)
+
+        assert finding.level == "ok"
+        assert "returned 200" in finding.message
+        assert receiver.request_count() == 1
+
+    def test_sends_headers(self, header_server: str) -> None:
+        """The probe sends the configured headers, so bad keys show."""
+        target = traces_target(header_server + "/v1/traces", **{"x-api-key": "k"})
+
+        finding = _endpoint.probe(target, 2)
+
+        assert finding.level == "ok"
+        assert _HeaderRecorder.seen[0]["x-api-key"] == "k"
+        assert _HeaderRecorder.seen[0]["Content-Type"] == "application/x-protobuf"
+
+    def test_refused(self) -> None:
+        """A closed port is a problem naming host, port and fix."""
+        port = closed_port()
+
+        finding = _endpoint.probe(
+            traces_target(f"http://127.0.0.1:{port}/v1/traces"), 2
+        )
+
+        assert finding.level == "problem"
+        assert f"nothing listens on 127.0.0.1:{port}" in finding.message
+        assert "start the collector" in str(finding.fix)
+
+    def test_not_found(self, receiver: OtlpReceiver) -> None:
+        """A 404 explains how the base and per-signal endpoints differ."""
+        finding = _endpoint.probe(traces_target(receiver.endpoint + "/wrong"), 2)
+
+        assert finding.level == "problem"
+        assert "returned 404" in finding.message
+        assert "without /v1/traces" in str(finding.fix)
+
+    def test_server_error(self, receiver: OtlpReceiver) -> None:
+        """A 503 is reported as a receiver that is up but failing."""
+        receiver.set_fault(Fault(status=503))
+
+        finding = _endpoint.probe(traces_target(receiver.endpoint + "/v1/traces"), 2)
+
+        assert finding.level == "problem"
+        assert "returned 503" in finding.message
+        assert "up but failing" in str(finding.fix)
+
+    def test_invalid_url(self) -> None:
+        """An endpoint without a scheme is a problem."""
+        finding = _endpoint.probe(traces_target("collector:4318/v1/traces"), 2)
+
+        assert finding.level == "problem"
+        assert "Invalid traces endpoint" in finding.message
+
+    def test_silent_bounded(self) -> None:
+        """check() returns within its timeout when nothing responds."""
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(8)
+            endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+            started = time.monotonic()
+
+            findings = _endpoint.check({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, 0.5)
+            took = time.monotonic() - started
+
+        assert [item.level for item in findings] == ["problem", "problem"]
+        assert "sent no response within 0.5 s" in findings[0].message
+        assert took < 1.5
+
+    def test_grpc_bare_address(self, receiver: OtlpReceiver) -> None:
+        """For gRPC, a host:port without a scheme is valid."""
+        address = receiver.endpoint.removeprefix("http://")
+        target = _endpoint.Target(
+            "traces", "grpc", address, "OTEL_EXPORTER_OTLP_ENDPOINT", {}
+        )
+
+        finding = _endpoint.probe(target, 2)
+
+        assert finding.level == "ok"
+
+    def test_grpc_connect(self, receiver: OtlpReceiver) -> None:
+        """For gRPC, an open TCP port is ok."""
+        target = _endpoint.Target(
+            "traces", "grpc", receiver.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT", {}
+        )
+
+        finding = _endpoint.probe(target, 2)
+
+        assert finding.level == "ok"
+        assert "TCP connection" in finding.message
+
+
+class TestPlugins:
+    """Plugin installation and activity checks."""
+
+    def test_unsupported_host(self) -> None:
+        """A host outside the plugin's range is a problem."""
+        spec = _hosts.PLUGINS[0]
+        plugin = _hosts.Plugin(spec, "0.1.0", "ep", "4.4.0", instrumented=False)
+
+        findings = _hosts.plugin_findings([plugin], None, enabled=True)
+
+        problems = [item for item in findings if item.level == "problem"]
+        assert len(problems) == 1
+        assert "supports celery >= 5.3, < 6, found celery 4.4.0" in problems[0].message
+
+    def test_host_used_not_instrumented(self) -> None:
+        """After --app, a used host without instrumentation is a problem."""
+        spec = _hosts.PLUGINS[1]
+        plugin = _hosts.Plugin(spec, "0.1.0", "ep", "2.0.0", instrumented=False)
+
+        findings = _hosts.plugin_findings([plugin], {"rq"}, enabled=True)
+
+        assert [item.level for item in findings] == ["problem"]
+        assert "jobtrace_rq.instrument()" in str(findings[0].fix)
+
+    def test_no_app_note(self) -> None:
+        """Without --app, the report explains how to check activity."""
+        spec = _hosts.PLUGINS[2]
+        plugin = _hosts.Plugin(spec, "0.1.0", "ep", "2.2.1", instrumented=False)
+
+        findings = _hosts.plugin_findings([plugin], None, enabled=True)
+
+        assert [item.level for item in findings] == ["note"]
+        assert "jobtrace doctor --app MODULE" in findings[0].message
+
+
+def test_report_renders(receiver: OtlpReceiver) -> None:
+    """collect() and render() give a report with every section."""
+    report = collect(
+        [],
+        timeout=2,
+        environ={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=hunter2",
+        },
+    )
+
+    text = render(report)
+
+    assert report.exit_code == 0
+    assert "hunter2" not in text
+    assert "x-api-key=***" in text
+    assert "JOBTRACE_PROPAGATION" in text
+    assert "opentelemetry-sdk" in text
+    assert "Exporter endpoints" in text
+    assert text.endswith("0 problem(s), " + f"{report.count('warning')} warning(s)\n")

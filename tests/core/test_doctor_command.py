@@ -1,0 +1,236 @@
+"""``jobtrace doctor`` run as a user runs it, against real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobtrace._receiver import METRICS_PATH, TRACES_PATH, OtlpReceiver
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = "tests.core.doctor_apps"
+
+
+def run_doctor(
+    *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m jobtrace doctor`` in a clean OTEL/JOBTRACE environment."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "JOBTRACE_"))
+    }
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "jobtrace", "doctor", *arguments],
+        env=clean,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    """Return a loopback port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never sends a byte."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+def endpoint_env(endpoint: str) -> dict[str, str]:
+    """Export traces and metrics over OTLP/HTTP to ``endpoint``."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_METRICS_EXPORTER": "otlp"}
+
+
+def test_receiver_answers(receiver: OtlpReceiver) -> None:
+    """A live OTLP/HTTP receiver gets one probe per signal, and exit is 0."""
+    done = run_doctor(env=endpoint_env(receiver.endpoint))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"POST {receiver.endpoint}/v1/traces returned 200" in done.stdout
+    assert f"POST {receiver.endpoint}/v1/metrics returned 200" in done.stdout
+    assert receiver.request_count(TRACES_PATH) == 1
+    assert receiver.request_count(METRICS_PATH) == 1
+    assert receiver.spans() == []
+    assert "0 problem(s)" in done.stdout
+
+
+def test_closed_port_fails() -> None:
+    """A closed port fails the check with the endpoint and the fix."""
+    port = free_port()
+
+    done = run_doctor(env=endpoint_env(f"http://127.0.0.1:{port}"))
+
+    assert done.returncode == 1
+    assert f"http://127.0.0.1:{port}/v1/traces refused the connection" in done.stdout
+    assert f"nothing listens on 127.0.0.1:{port}" in done.stdout
+    assert "fix: start the collector, or set OTEL_EXPORTER_OTLP_ENDPOINT" in (
+        done.stdout
+    )
+
+
+def test_silent_port_bounded(silent_port: int) -> None:
+    """A port that never responds fails within the timeout, not later."""
+    started = time.monotonic()
+    done = run_doctor(
+        "--timeout",
+        "1",
+        env=endpoint_env(f"http://127.0.0.1:{silent_port}"),
+    )
+    took = time.monotonic() - started
+
+    assert done.returncode == 1
+    assert "sent no response within 1 s" in done.stdout
+    assert "fix: check that OTEL_EXPORTER_OTLP_ENDPOINT names an OTLP" in (done.stdout)
+    # The probes time out after 1 s, plus interpreter start and imports,
+    # which take about 1.5 s on a shared 2-vCPU VM.
+    assert took < 8
+
+
+def test_rejected_status_fails(receiver: OtlpReceiver) -> None:
+    """A non-2xx response is a problem that names the status and a fix."""
+    from jobtrace._receiver import Fault
+
+    receiver.set_fault(Fault(status=401))
+
+    done = run_doctor(env=endpoint_env(receiver.endpoint))
+
+    assert done.returncode == 1
+    assert f"POST {receiver.endpoint}/v1/traces returned 401" in done.stdout
+    assert "check the API key in OTEL_EXPORTER_OTLP_HEADERS" in done.stdout
+
+
+def test_grpc_closed_port_fails() -> None:
+    """For OTLP/gRPC a refused TCP connection fails the check."""
+    port = free_port()
+
+    done = run_doctor(
+        env={
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_METRICS_EXPORTER": "none",
+        }
+    )
+
+    assert done.returncode == 1
+    assert f"nothing listens on 127.0.0.1:{port}" in done.stdout
+
+
+def test_celery_app_instrumented(receiver: OtlpReceiver) -> None:
+    """An app module that calls instrument() shows Celery as instrumented."""
+    done = run_doctor(
+        "--app", f"{APPS}.celery_instrumented", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Celery is instrumented in this process by jobtrace-celery" in done.stdout
+    assert "Celery prefork pool" in done.stdout
+    assert "also traces Celery" not in done.stdout
+
+
+def test_celery_double_tracer(receiver: OtlpReceiver) -> None:
+    """The contrib Celery instrumentation beside jobtrace is reported."""
+    done = run_doctor(
+        "--app", f"{APPS}.celery_double", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "warning  opentelemetry-instrumentation-celery also traces Celery in "
+        "this process, so each job gets two traces" in done.stdout
+    )
+    assert "jobtrace_* headers" in done.stdout
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=celery" in done.stdout
+
+
+def test_celery_app_not_instrumented(receiver: OtlpReceiver) -> None:
+    """An app module that never calls instrument() fails with the fix."""
+    done = run_doctor(
+        "--app", f"{APPS}.celery_plain", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 1
+    assert "importing it did not instrument Celery" in done.stdout
+    assert "fix: call jobtrace_celery.instrument() in the module" in done.stdout
+
+
+def test_app_import_error(receiver: OtlpReceiver) -> None:
+    """A module that cannot be imported is a problem."""
+    done = run_doctor("--app", "no_such_module", env=endpoint_env(receiver.endpoint))
+
+    assert done.returncode == 1
+    assert "Importing no_such_module failed: ModuleNotFoundError" in done.stdout
+
+
+def test_dramatiq_tracing_first(receiver: OtlpReceiver) -> None:
+    """A broker that instrument() reached has Tracing first."""
+    done = run_doctor(
+        "--app", f"{APPS}.dramatiq_instrumented", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dramatiq is instrumented in this process" in done.stdout
+    assert "has Tracing first in its middleware" in done.stdout
+
+
+def test_dramatiq_tracing_late(receiver: OtlpReceiver) -> None:
+    """Tracing listed after Retries is a problem with the fix."""
+    done = run_doctor(
+        "--app", f"{APPS}.dramatiq_late", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 1
+    assert "Tracing is at position 2" in done.stdout
+    assert "after Retries" in done.stdout
+    assert "fix: list jobtrace_dramatiq.Tracing first" in done.stdout
+
+
+def test_json_output(receiver: OtlpReceiver) -> None:
+    """--json prints one JSON document with masked secrets."""
+    env = endpoint_env(receiver.endpoint)
+    env["OTEL_EXPORTER_OTLP_HEADERS"] = "x-api-key=hunter2"
+
+    done = run_doctor("--json", env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    otel = {item["name"]: item["value"] for item in report["otel"]}
+    assert otel["OTEL_EXPORTER_OTLP_HEADERS"] == "x-api-key=***"
+    assert "hunter2" not in done.stdout
+    assert report["exit_code"] == 0
+    assert report["problems"] == 0
+    assert {item["section"] for item in report["findings"]} >= {"endpoint"}
+
+
+def test_invalid_setting_fails(receiver: OtlpReceiver) -> None:
+    """An invalid JOBTRACE_* value is a problem naming the variable."""
+    env = endpoint_env(receiver.endpoint)
+    env["JOBTRACE_PROPAGATION"] = "sideways"
+
+    done = run_doctor(env=env)
+
+    assert done.returncode == 1
+    assert "Invalid JOBTRACE_PROPAGATION='sideways'" in done.stdout
+    assert "fix: set JOBTRACE_PROPAGATION to a valid value" in done.stdout
