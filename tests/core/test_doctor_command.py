@@ -234,3 +234,41 @@ def test_invalid_setting_fails(receiver: OtlpReceiver) -> None:
     assert done.returncode == 1
     assert "Invalid JOBTRACE_PROPAGATION='sideways'" in done.stdout
     assert "fix: set JOBTRACE_PROPAGATION to a valid value" in done.stdout
+
+
+def test_sentry_double_tracer(receiver: OtlpReceiver) -> None:
+    """sentry-sdk's Celery and RQ integrations are reported per host."""
+    done = run_doctor(
+        "--app", f"{APPS}.sentry_traced", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(CeleryIntegration) also traces Celery in this process" in done.stdout
+    assert "(RqIntegration) also traces RQ in this process" in done.stdout
+    assert "CeleryIntegration(propagate_traces=False)" in done.stdout
+    assert 'job.meta["jobtrace"]' in done.stdout
+
+
+def test_rq_settings_instrumented(receiver: OtlpReceiver) -> None:
+    """An RQ settings module that calls instrument() shows RQ instrumented."""
+    done = run_doctor(
+        "--app", f"{APPS}.rq_settings", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RQ is instrumented in this process by jobtrace-rq" in done.stdout
+    assert "RQ forking Worker" in done.stdout
+    assert "call logging.basicConfig() in the settings module" in done.stdout
+
+
+def test_provider_built_at_import(receiver: OtlpReceiver) -> None:
+    """A provider built while importing the app is a component warning."""
+    done = run_doctor(
+        "--app",
+        f"{APPS}.celery_span_at_import",
+        env=endpoint_env(receiver.endpoint),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "spans will carry jobtrace.component=web" in done.stdout
+    assert "fix: set JOBTRACE_COMPONENT=worker" in done.stdout

@@ -40,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
 
+    if arguments.command == "doctor":
+        from jobtrace import _doctor
+
+        # No logging setup here: the doctor reports whether the imported
+        # application configures logging, as a worker process would see it.
+        return _doctor.run(
+            arguments.app, as_json=arguments.json, timeout=arguments.timeout
+        )
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -47,12 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         from jobtrace import _demo
 
         return _demo.run()
-    if arguments.command == "doctor":
-        from jobtrace import _doctor
-
-        return _doctor.run(
-            arguments.app, as_json=arguments.json, timeout=arguments.timeout
-        )
     return 2
 
 
