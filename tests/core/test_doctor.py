@@ -11,7 +11,16 @@ from typing import ClassVar
 
 import pytest
 
-from jobtrace._doctor import _config, _endpoint, _hosts, _masking, collect, render
+from jobtrace._doctor import (
+    _config,
+    _endpoint,
+    _hosts,
+    _masking,
+    _processes,
+    _tracers,
+    collect,
+    render,
+)
 from jobtrace._doctor._finding import Finding
 from jobtrace._receiver import Fault, OtlpReceiver
 
@@ -415,3 +424,85 @@ def test_report_renders(receiver: OtlpReceiver) -> None:
     assert "opentelemetry-sdk" in text
     assert "Exporter endpoints" in text
     assert text.endswith("0 problem(s), " + f"{report.count('warning')} warning(s)\n")
+
+
+class TestTracers:
+    """Other tracers on the same host."""
+
+    def test_contrib_installed(self) -> None:
+        """An installed contrib Celery instrumentation is a warning with a fix."""
+        pytest.importorskip("opentelemetry.instrumentation.celery")
+
+        findings = _tracers.find({"celery"}, {})
+
+        contrib = [
+            item for item in findings if "instrumentation-celery" in item.message
+        ]
+        assert [item.level for item in contrib] == ["warning"]
+        assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=celery" in str(contrib[0].fix)
+
+    def test_contrib_disabled(self) -> None:
+        """No warning when opentelemetry-instrument skips the contrib package."""
+        environ = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "flask, celery"}
+
+        findings = _tracers.find({"celery"}, environ)
+
+        assert not [item for item in findings if item.level == "warning"]
+
+    def test_sentry_inactive(self) -> None:
+        """An installed, inactive sentry-sdk is a note per host."""
+        pytest.importorskip("sentry_sdk")
+
+        findings = _tracers.find({"rq", "dramatiq"}, {})
+
+        sentry = [item for item in findings if "sentry-sdk" in item.message]
+        assert [item.level for item in sentry] == ["note", "note"]
+
+
+class TestProcesses:
+    """Process model facts that depend on the installed versions."""
+
+    def test_rq_2_spawn_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """On RQ 2.x, SpawnWorker is a warning with a fix."""
+        monkeypatch.setattr(
+            _processes, "host_version", lambda name: "2.6.1" if name == "rq" else None
+        )
+
+        findings = _processes.find({"rq"}, {}, imported=False)
+
+        warnings = [item for item in findings if item.level == "warning"]
+        assert len(warnings) == 1
+        assert "SpawnWorker" in warnings[0].message
+        assert "upgrade to RQ 3.0" in str(warnings[0].fix)
+
+    def test_rq_3_spawn_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """On RQ 3.x, SpawnWorker is a note on where instrument() goes."""
+        monkeypatch.setattr(
+            _processes, "host_version", lambda name: "3.0.0" if name == "rq" else None
+        )
+
+        findings = _processes.find({"rq"}, {}, imported=False)
+
+        assert [item.level for item in findings] == ["note", "note"]
+        assert "pass it with -w" in findings[1].message
+
+    def test_distro_without_grpc(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The distro's default gRPC protocol without its exporter is a warning."""
+        monkeypatch.setattr(_processes, "host_version", lambda name: "0.66b2")
+        monkeypatch.setattr(_processes.importlib.util, "find_spec", lambda name: None)
+
+        findings = _processes.find(set(), {}, imported=False)
+
+        assert [item.level for item in findings] == ["note", "warning"]
+        assert "otlp_proto_grpc" in findings[1].message
+        assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in str(findings[1].fix)
+
+    def test_distro_with_protocol(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Setting the protocol removes the distro warning."""
+        monkeypatch.setattr(_processes, "host_version", lambda name: "0.66b2")
+        monkeypatch.setattr(_processes.importlib.util, "find_spec", lambda name: None)
+        environ = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+
+        findings = _processes.find(set(), environ, imported=False)
+
+        assert [item.level for item in findings] == ["note"]

@@ -22,9 +22,14 @@ APPS = "tests.core.doctor_apps"
 
 
 def run_doctor(
-    *arguments: str, env: dict[str, str] | None = None
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m jobtrace doctor`` in a clean OTEL/JOBTRACE environment."""
+    """Run ``python -m jobtrace doctor`` in a clean OTEL/JOBTRACE environment.
+
+    ``prefix`` is a wrapper command that runs the doctor's interpreter.
+    """
     clean = {
         key: value
         for key, value in os.environ.items()
@@ -32,7 +37,7 @@ def run_doctor(
     }
     clean.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "jobtrace", "doctor", *arguments],
+        [*prefix, sys.executable, "-m", "jobtrace", "doctor", *arguments],
         env=clean,
         cwd=ROOT,
         capture_output=True,
@@ -272,3 +277,21 @@ def test_provider_built_at_import(receiver: OtlpReceiver) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "spans will carry jobtrace.component=web" in done.stdout
     assert "fix: set JOBTRACE_COMPONENT=worker" in done.stdout
+
+
+def test_under_opentelemetry_instrument(receiver: OtlpReceiver) -> None:
+    """Under opentelemetry-instrument, every loaded plugin shows as active."""
+    wrapper = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not wrapper.exists():
+        pytest.skip("opentelemetry-instrument is not installed")
+    env = endpoint_env(receiver.endpoint)
+    env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "celery"
+
+    done = run_doctor(env=env, prefix=(str(wrapper),))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Celery is instrumented in this process by jobtrace-celery" in done.stdout
+    assert "RQ is instrumented in this process by jobtrace-rq" in done.stdout
+    assert "Dramatiq is instrumented in this process" in done.stdout
+    assert "also traces Celery" not in done.stdout
+    assert "No application was imported" not in done.stdout

@@ -178,6 +178,10 @@ def plugin_findings(
         findings.extend(_installation(plugin))
         if used is not None and plugin.spec.host in used and enabled:
             findings.append(_activity(plugin))
+        elif used is None and plugin.instrumented:
+            # For example under opentelemetry-instrument, which loads every
+            # plugin's entry point at startup.
+            findings.append(_activity(plugin))
     if used is None and not any(plugin.instrumented for plugin in found):
         findings.append(
             Finding(
