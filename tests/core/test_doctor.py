@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -331,6 +332,24 @@ class TestProbe:
         assert finding.level == "problem"
         assert "Invalid traces endpoint" in finding.message
 
+    def test_unreadable_certificate(self, tmp_path: Path) -> None:
+        """A CA file that cannot be read is a problem naming the file."""
+        missing = tmp_path / "missing.pem"
+        target = _endpoint.Target(
+            "traces",
+            "http/protobuf",
+            "https://127.0.0.1:1/v1/traces",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            {},
+            certificate=str(missing),
+        )
+
+        finding = _endpoint.probe(target, 2)
+
+        assert finding.level == "problem"
+        assert str(missing) in finding.message
+        assert "OTEL_EXPORTER_OTLP_CERTIFICATE" in str(finding.fix)
+
     def test_silent_bounded(self) -> None:
         """check() returns within its timeout when nothing responds."""
         with socket.socket() as server:
@@ -506,3 +525,20 @@ class TestProcesses:
         findings = _processes.find(set(), environ, imported=False)
 
         assert [item.level for item in findings] == ["note"]
+
+
+def test_failing_check_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that raises becomes a problem, and the other checks still run."""
+
+    def broken(*args: object, **kwargs: object) -> list[Finding]:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_tracers, "find", broken)
+
+    report = collect([], timeout=0.5, environ={"OTEL_TRACES_EXPORTER": "none"})
+
+    failed = [item for item in report.findings if item.section == "tracers"]
+    assert [item.level for item in failed] == ["problem"]
+    assert "The tracers check failed: KeyError" in failed[0].message
+    assert any(item.section == "endpoint" for item in report.findings)
+    assert report.exit_code == 1

@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from jobtrace._doctor import _config, _endpoint, _hosts, _processes, _tracers
@@ -95,11 +95,15 @@ def collect(
     enabled = settings.enabled and not sdk_disabled
 
     plugins = _hosts.plugins()
-    findings.extend(_hosts.plugin_findings(plugins, used, enabled))
-    findings.extend(_endpoint.check(env, timeout))
     hosts = _relevant_hosts(plugins, used)
-    findings.extend(_tracers.find(hosts, env))
-    findings.extend(_processes.find(hosts, env, imported=bool(apps)))
+    checks: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("plugins", lambda: _hosts.plugin_findings(plugins, used, enabled)),
+        ("endpoint", lambda: _endpoint.check(env, timeout)),
+        ("tracers", lambda: _tracers.find(hosts, env)),
+        ("processes", lambda: _processes.find(hosts, env, imported=bool(apps))),
+    ]
+    for section, check in checks:
+        findings.extend(_guarded(section, check))
 
     return Report(
         settings=setting_variables,
@@ -109,6 +113,22 @@ def collect(
         apps=apps,
         findings=findings,
     )
+
+
+def _guarded(section: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    # A check that fails on an unusual environment must not hide the others.
+    try:
+        return check()
+    except Exception as error:
+        return [
+            Finding(
+                section,
+                "problem",
+                f"The {section} check failed: {type(error).__name__}: {error}",
+                fix="report this as a jobtrace bug, with the output of "
+                "`jobtrace doctor --json`",
+            )
+        ]
 
 
 def _relevant_hosts(plugins: list[_hosts.Plugin], used: set[str] | None) -> set[str]:

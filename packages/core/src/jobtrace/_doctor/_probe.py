@@ -92,7 +92,16 @@ def _post(
 ) -> Finding:
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=target.certificate)
+        try:
+            context = ssl.create_default_context(cafile=target.certificate)
+        except (OSError, ssl.SSLError) as error:
+            return Finding(
+                "endpoint",
+                "problem",
+                f"The CA file {target.certificate!r} of the {target.signal} "
+                f"endpoint cannot be loaded: {error}",
+                fix="set OTEL_EXPORTER_OTLP_CERTIFICATE to a readable PEM file",
+            )
         connection = http.client.HTTPSConnection(
             host, port, timeout=timeout, context=context
         )

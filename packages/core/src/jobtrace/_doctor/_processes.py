@@ -39,12 +39,14 @@ def find(hosts: set[str], environ: Mapping[str, str], imported: bool) -> list[Fi
 def _celery(imported: bool) -> list[Finding]:
     pools = _celery_pools() if imported else set()
     findings = []
+    source = " (the app's worker_pool; celery worker -P overrides it)" if pools else ""
     if not pools or "prefork" in pools:
         findings.append(
             Finding(
                 "processes",
                 "note",
-                "Celery prefork pool: the worker's start hook builds the tracer "
+                f"Celery prefork pool{source}: the worker's start hook builds "
+                "the tracer "
                 "provider before the pool forks and calls jobtrace.pipe_forks(), "
                 "so each child hands its spans to the main process through a "
                 "pipe and exports nothing itself",
@@ -55,8 +57,8 @@ def _celery(imported: bool) -> list[Finding]:
             Finding(
                 "processes",
                 "note",
-                f"Celery {', '.join(sorted(pools - {'prefork'}))} pool: the main "
-                "process exports, and flushes in worker_shutdown",
+                f"Celery {', '.join(sorted(pools - {'prefork'}))} pool{source}: "
+                "the main process exports, and flushes in worker_shutdown",
             )
         )
     return findings

@@ -120,9 +120,20 @@ def _sentry(host: str) -> list[Finding]:
     integration = None
     if module is not None and "sentry_sdk" in sys.modules:
         sentry_sdk: Any = sys.modules["sentry_sdk"]
-        integration = sentry_sdk.get_client().get_integration(
-            getattr(module, class_name)
-        )
+        try:
+            integration = sentry_sdk.get_client().get_integration(
+                getattr(module, class_name)
+            )
+        except AttributeError:
+            # sentry-sdk 1.x has no get_client().
+            return [
+                Finding(
+                    "tracers",
+                    "note",
+                    f"sentry-sdk {version} is loaded; whether its {class_name} "
+                    "is active is not checked for this version",
+                )
+            ]
     if integration is None:
         return [
             Finding(
