@@ -295,3 +295,18 @@ def test_under_opentelemetry_instrument(receiver: OtlpReceiver) -> None:
     assert "Dramatiq is instrumented in this process" in done.stdout
     assert "also traces Celery" not in done.stdout
     assert "No application was imported" not in done.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/doctor.md, Limitations: other tracers set up in a worker hook "
+    "do not show with --app",
+)
+def test_tracer_from_worker_hook(receiver: OtlpReceiver) -> None:
+    """A tracer that a worker_init receiver starts is not seen by --app."""
+    done = run_doctor(
+        "--app", f"{APPS}.celery_hook_tracer", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "opentelemetry-instrumentation-celery also traces Celery" in done.stdout
