@@ -63,11 +63,12 @@ def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def provider_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """Return the WARNING and ERROR records of the provider module."""
+    """Return the WARNING and ERROR records of the provider and settings modules."""
     return [
         record
         for record in caplog.records
-        if record.name == "jobtrace._provider" and record.levelno >= logging.WARNING
+        if record.name in ("jobtrace._provider", "jobtrace._settings")
+        and record.levelno >= logging.WARNING
     ]
 
 

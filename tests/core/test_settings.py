@@ -13,6 +13,7 @@ from jobtrace._settings import (
     DEFAULT_PARTIAL_FLUSH_SECONDS,
     DEFAULT_PARTIAL_FLUSH_SPANS,
     Settings,
+    exporter_choice,
 )
 
 
@@ -254,3 +255,56 @@ def test_invalid_budget_falls_back(
     assert name in message
     assert repr(raw) in message
     assert "0" in message.split("expected", 1)[1]
+
+
+EXPORTER_VARIABLES = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "http/protobuf"),
+        ({"OTEL_TRACES_EXPORTER": "none"}, "none"),
+        ({"OTEL_TRACES_EXPORTER": " Console "}, "console"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            },
+            "http/protobuf",
+        ),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "http/protobuf"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "http/protobuf"),
+        ({"OTEL_METRICS_EXPORTER": "none"}, "http/protobuf"),
+    ],
+)
+def test_exporter_choice_traces(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    """The traces exporter follows its own variables, then the shared ones."""
+    for name in EXPORTER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert exporter_choice("traces") == expected
+
+
+def test_exporter_choice_unsupported_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unsupported exporter name is logged with its variable."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+
+    with caplog.at_level(logging.WARNING, logger="jobtrace"):
+        assert exporter_choice("metrics") == "http/protobuf"
+
+    (record,) = caplog.records
+    assert "OTEL_METRICS_EXPORTER='prometheus'" in record.getMessage()

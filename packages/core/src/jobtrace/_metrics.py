@@ -42,6 +42,7 @@ from jobtrace._aggregation import (
     SENT_MESSAGES,
     ExportingRecorder,
 )
+from jobtrace._settings import exporter_choice
 from jobtrace._version import __version__
 
 __all__ = [
@@ -198,30 +199,17 @@ def _build() -> _SdkRecorder | ExportingRecorder | None:
 
 
 def _exporter_from_env() -> MetricExporter | None:
-    name = os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower()
-    if name == "none":
+    choice = exporter_choice("metrics")
+    if choice == "none":
         return None
-    if name == "console":
+    if choice == "console":
         return ConsoleMetricExporter()
-    if name != "otlp":
-        log.warning(
-            "Unsupported OTEL_METRICS_EXPORTER=%r, expected otlp, console or "
-            "none; using otlp",
-            name,
-        )
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol == "grpc":
+    if choice == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcExporter,
         )
 
         return GrpcExporter()
-    if protocol != "http/protobuf":
-        log.warning("Unsupported OTLP protocol %r, using http/protobuf", protocol)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpExporter,
     )

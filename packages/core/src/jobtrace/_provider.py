@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import (
 
 from jobtrace import _carrier, _delivery, _handoff, _metrics
 from jobtrace._budget import BudgetProcessor
-from jobtrace._settings import Settings
+from jobtrace._settings import Settings, exporter_choice
 from jobtrace._version import __version__
 
 log = logging.getLogger(__name__)
@@ -287,31 +287,18 @@ def _build() -> None:
 
 
 def _exporter_from_env() -> SpanExporter | None:
-    name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if name == "none":
+    choice = exporter_choice("traces")
+    if choice == "none":
         return None
-    if name == "console":
+    if choice == "console":
         return ConsoleSpanExporter()
-    if name != "otlp":
-        log.warning(
-            "Unsupported OTEL_TRACES_EXPORTER=%r, expected otlp, console or "
-            "none; using otlp",
-            name,
-        )
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
     timeout = _exporter_timeout()
-    if protocol == "grpc":
+    if choice == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
         )
 
         return GrpcExporter(timeout=timeout)
-    if protocol != "http/protobuf":
-        log.warning("Unsupported OTLP protocol %r, using http/protobuf", protocol)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
     )

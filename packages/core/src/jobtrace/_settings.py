@@ -91,6 +91,35 @@ class Settings:
         )
 
 
+def exporter_choice(signal: str) -> str:
+    """Return the exporter that the ``OTEL_*`` variables choose for a signal.
+
+    ``signal`` is ``traces`` or ``metrics``. The result is ``none``,
+    ``console``, ``grpc`` or ``http/protobuf``. An unsupported exporter or
+    protocol is logged at WARNING and read as the OTLP/HTTP default.
+    """
+    upper = signal.upper()
+    variable = f"OTEL_{upper}_EXPORTER"
+    name = os.environ.get(variable, "otlp").strip().lower()
+    if name in ("none", "console"):
+        return name
+    if name != "otlp":
+        log.warning(
+            "Unsupported %s=%r, expected otlp, console or none; using otlp",
+            variable,
+            name,
+        )
+    protocol = (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol not in ("grpc", "http/protobuf"):
+        log.warning("Unsupported OTLP protocol %r, using http/protobuf", protocol)
+        return "http/protobuf"
+    return protocol
+
+
 def _read_bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
