@@ -6,6 +6,7 @@ because its own spans and exporter live in its copy of the memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import marshal
 import os
@@ -19,7 +20,11 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
@@ -179,40 +184,52 @@ class _SlowExporter(InMemorySpanExporter):
         return super().export(spans)
 
 
-def test_flush_in_child_waits_for_parent() -> None:
-    """flush() in a piped child returns once the parent has exported its spans."""
-    exporter = _SlowExporter()
+@contextlib.contextmanager
+def configured_with(exporter: SpanExporter) -> Iterator[trace.Tracer]:
+    """Configure jobtrace with a provider that hands spans over to ``exporter``.
+
+    The batch processor exports only when flushed.
+    """
     processor = HandoffProcessor(
         BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
     )
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("tests")
     _provider._reset_for_tests()
     jobtrace.configure(tracer_provider=provider)
     _handoff.activate(processor)
-    pipe = open_pipe()
-    ready_read, ready_write = os.pipe()
-
-    def body() -> int:
-        with tracer.start_as_current_span("job"):
-            pass
-        flushed = jobtrace.flush(timeout=10)
-        os.write(ready_write, b"x")
-        return 0 if flushed else 3
-
     try:
-        pid = fork_child(pipe, body)
-        assert os.read(ready_read, 1) == b"x"
-        # The child's flush returned, so the parent's export has finished.
-        assert [span.name for span in exporter.get_finished_spans()] == ["job"]
-        assert exit_code(pid) == 0
-        pipe.collect()
+        yield provider.get_tracer("tests")
     finally:
         _provider._reset_for_tests()
         provider.shutdown()
-        for fd in (ready_read, ready_write):
-            os.close(fd)
+
+
+def test_flush_in_child_waits_for_parent() -> None:
+    """flush() in a piped child returns once the parent has exported its spans."""
+    exporter = _SlowExporter()
+    ready_read, ready_write = os.pipe()
+
+    with configured_with(exporter) as tracer:
+        pipe = open_pipe()
+
+        def body() -> int:
+            with tracer.start_as_current_span("job"):
+                pass
+            flushed = jobtrace.flush(timeout=10)
+            os.write(ready_write, b"x")
+            return 0 if flushed else 3
+
+        try:
+            pid = fork_child(pipe, body)
+            assert os.read(ready_read, 1) == b"x"
+            # The child's flush returned, so the parent's export has finished.
+            assert [span.name for span in exporter.get_finished_spans()] == ["job"]
+            assert exit_code(pid) == 0
+            pipe.collect()
+        finally:
+            for fd in (ready_read, ready_write):
+                os.close(fd)
 
 
 def test_killed_child_spans_reopened(pipeline: Pipeline) -> None:
@@ -650,41 +667,31 @@ def test_room_wait_bounded_when_export_stalls() -> None:
 def test_concurrent_flushes_in_child() -> None:
     """Threads of one piped child that flush at once all get confirmed."""
     exporter = _SlowExporter(delay=0.05)
-    processor = HandoffProcessor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
-    )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("tests")
-    _provider._reset_for_tests()
-    jobtrace.configure(tracer_provider=provider)
-    _handoff.activate(processor)
-    pipe = open_pipe()
 
-    def body() -> int:
-        results: list[bool] = []
+    with configured_with(exporter) as tracer:
+        pipe = open_pipe()
 
-        def flush_one(index: int) -> None:
-            with tracer.start_as_current_span(f"thread-{index}"):
-                pass
-            results.append(jobtrace.flush(timeout=10))
+        def body() -> int:
+            results: list[bool] = []
 
-        threads = [threading.Thread(target=flush_one, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return 0 if results == [True] * 4 else 3
+            def flush_one(index: int) -> None:
+                with tracer.start_as_current_span(f"thread-{index}"):
+                    pass
+                results.append(jobtrace.flush(timeout=10))
 
-    try:
+            threads = [threading.Thread(target=flush_one, args=(i,)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return 0 if results == [True] * 4 else 3
+
         pid = fork_child(pipe, body)
         assert exit_code(pid) == 0
         pipe.collect()
-        names = sorted(span.name for span in exporter.get_finished_spans())
-        assert names == [f"thread-{i}" for i in range(4)]
-    finally:
-        _provider._reset_for_tests()
-        provider.shutdown()
+
+    names = sorted(span.name for span in exporter.get_finished_spans())
+    assert names == [f"thread-{i}" for i in range(4)]
 
 
 def test_forked_child_closes_waiting_ack_pipes() -> None:
@@ -696,29 +703,13 @@ def test_forked_child_closes_waiting_ack_pipes() -> None:
             release.wait(10)
             return super().export(spans)
 
-    processor = HandoffProcessor(
-        BatchSpanProcessor(Stuck(), schedule_delay_millis=60_000)
-    )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("tests")
-    _provider._reset_for_tests()
-    jobtrace.configure(tracer_provider=provider)
-    _handoff.activate(processor)
-    first = open_pipe()
+    with configured_with(Stuck()) as tracer:
+        first = open_pipe()
 
-    def flush_and_exit() -> int:
-        with tracer.start_as_current_span("job"):
-            pass
-        return 0 if not jobtrace.flush(timeout=0.2) else 3
-
-    try:
-        ack_fd = first._ack_write_fd
-        assert exit_code(fork_child(first, flush_and_exit)) == 0
-        first.collect()
-        # The flush is stuck in the export, so the exited child's
-        # confirmation pipe waits to close behind it.
-        os.fstat(ack_fd)
+        def flush_and_exit() -> int:
+            with tracer.start_as_current_span("job"):
+                pass
+            return 0 if not jobtrace.flush(timeout=0.2) else 3
 
         def check_inherited() -> int:
             try:
@@ -727,10 +718,16 @@ def test_forked_child_closes_waiting_ack_pipes() -> None:
                 return 0
             return 4
 
-        second = open_pipe()
-        assert exit_code(fork_child(second, check_inherited)) == 0
-        second.collect()
-    finally:
-        release.set()
-        _provider._reset_for_tests()
-        provider.shutdown()
+        try:
+            ack_fd = first._ack_write_fd
+            assert exit_code(fork_child(first, flush_and_exit)) == 0
+            first.collect()
+            # The flush is stuck in the export, so the exited child's
+            # confirmation pipe waits to close behind it.
+            os.fstat(ack_fd)
+
+            second = open_pipe()
+            assert exit_code(fork_child(second, check_inherited)) == 0
+            second.collect()
+        finally:
+            release.set()
