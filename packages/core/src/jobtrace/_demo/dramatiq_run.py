@@ -8,11 +8,9 @@ the worker process gets to flush its spans before it exits.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 
+from jobtrace._demo import processes
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 
 #: Process spans of the demo's messages: add, fail, two attempts of flaky,
@@ -45,14 +43,16 @@ def produce_and_run(
     for call, message in sent:
         out(f"{call} sent  (message {message.message_id})")
 
-    worker = _start_worker(env)
+    worker = processes.start_dramatiq_worker(
+        "jobtrace._demo.dramatiq_actors", actors.QUEUE, env
+    )
     out(f"Worker: dramatiq, 1 process with 2 threads, pid {worker.pid}")
     try:
         receiver.wait_for(_all_runs_arrived, timeout=WAIT_SECONDS)
     except TimeoutError:
         out(f"Dramatiq runs did not arrive within {WAIT_SECONDS:.0f} s.")
     finally:
-        _stop_worker(worker)
+        processes.stop_worker(worker)
         actors.broker.close()
 
 
@@ -64,36 +64,3 @@ def _all_runs_arrived(spans: list[ReceivedSpan]) -> bool:
         and span.attributes.get("messaging.system") == "dramatiq"
     ]
     return len(runs) >= EXPECTED_PROCESS_SPANS
-
-
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    from jobtrace._demo.dramatiq_actors import QUEUE
-
-    command = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "jobtrace._demo.dramatiq_actors",
-        "--processes",
-        "1",
-        "--threads",
-        "2",
-        "--queues",
-        QUEUE,
-        # The demo prints trees, and the worker's log lines would break in.
-        "--skip-logging",
-    ]
-    # Dramatiq 2.x worker threads and consumers wait this many milliseconds
-    # for a message (default 1000), which delays the stop by as much.
-    return subprocess.Popen(command, env={**env, "dramatiq_worker_timeout": "100"})
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    # SIGTERM is Dramatiq's graceful shutdown: running messages finish and
-    # the worker process flushes its spans before it exits.
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=WAIT_SECONDS)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
