@@ -24,6 +24,8 @@ TEST_TOOLS = (
 # For the django-rq and django_dramatiq tests. django-rq 3.0 and newer need
 # RQ 2.x, so with RQ 1.16 the resolver picks django-rq 2.10.
 DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10", "django-dramatiq>=0.11")
+# For the test that runs examples/flask_shop.
+EXAMPLE_TOOLS = ("flask>=3.0", "opentelemetry-instrumentation-flask>=0.48b0")
 # The instrumentations the benchmark compares jobtrace with, and psutil for
 # the CPU time of a worker's process tree.
 BENCH_TOOLS = (
@@ -32,7 +34,7 @@ BENCH_TOOLS = (
     "sentry-sdk",
     "psutil",
 )
-LINT_PATHS = ("packages", "tests", "benchmarks", "noxfile.py")
+LINT_PATHS = ("packages", "tests", "benchmarks", "examples", "noxfile.py")
 
 
 def _install_project(session: nox.Session, *extra: str) -> None:
@@ -47,7 +49,7 @@ def _run_tests(session: nox.Session, *pytest_args: str) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """Unit and integration tests on the newest supported releases."""
-    _install_project(session, *DJANGO_TOOLS)
+    _install_project(session, *DJANGO_TOOLS, *EXAMPLE_TOOLS)
     _run_tests(session)
 
 

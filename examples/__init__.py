@@ -1,0 +1,1 @@
+"""Example applications that use jobtrace, each described in its docstring."""
