@@ -1,0 +1,168 @@
+"""``python -m examples.flask_shop`` run as a user runs it, checked on the wire.
+
+The example forwards every span to ``OTEL_EXPORTER_OTLP_ENDPOINT``, which
+these tests point at their own OTLP receiver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobtrace._receiver import OtlpReceiver, ReceivedSpan
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+HOSTS = {"celery", "rq", "dramatiq"}
+#: The example sends two orders.
+REQUESTS = 2
+
+
+def run_example(
+    mode: str,
+) -> tuple[subprocess.CompletedProcess[str], list[ReceivedSpan]]:
+    """Run the example with ``JOBTRACE_PROPAGATION=mode`` and return its spans."""
+    pytest.importorskip("flask")
+    pytest.importorskip("opentelemetry.instrumentation.flask")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JOBTRACE_"))
+    }
+    with OtlpReceiver() as backend:
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=backend.endpoint,
+            JOBTRACE_PROPAGATION=mode,
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "examples.flask_shop"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        return done, backend.spans()
+
+
+@pytest.fixture(scope="module", params=["link", "child"])
+def example(request: pytest.FixtureRequest) -> Run:
+    """One run of the example per propagation mode."""
+    done, spans = run_example(request.param)
+    return Run(request.param, done, spans)
+
+
+def test_example_exits_cleanly(example: Run) -> None:
+    """The example exits 0 and prints one block of traces per request."""
+    assert example.done.returncode == 0, example.done.stderr
+    assert example.done.stdout.count("== POST /orders") == REQUESTS
+    assert "Forwarded every span to" in example.done.stdout
+
+
+def test_request_spans_come_from_flask(example: Run) -> None:
+    """Each request is one SERVER span of the Flask app, on the web resource."""
+    requests = request_spans(example)
+
+    assert len(requests) == REQUESTS
+    for request in requests:
+        assert request.name == "POST /orders"
+        assert request.attributes["http.route"] == "/orders"
+        assert request.parent_span_id is None
+        assert request.resource["jobtrace.component"] == "web"
+
+
+def test_send_spans_are_request_children(example: Run) -> None:
+    """Each request has one send span per host, its child, on the web resource."""
+    for request in request_spans(example):
+        sends = sends_of(example, request)
+
+        assert {span.attributes["messaging.system"] for span in sends} == HOSTS
+        assert len(sends) == len(HOSTS)
+        for send in sends:
+            assert send.trace_id == request.trace_id
+            assert send.kind == "PRODUCER"
+            assert send.resource["jobtrace.component"] == "web"
+
+
+def test_each_job_ran_once(example: Run) -> None:
+    """Each send span has exactly one process span, a success on a worker."""
+    sends = [span for span in example.spans if span.kind == "PRODUCER"]
+    runs = [span for span in example.spans if span.kind == "CONSUMER"]
+
+    assert len(sends) == REQUESTS * len(HOSTS)
+    assert len(runs) == len(sends)
+    for send in sends:
+        matching = runs_of(example, send)
+        assert len(matching) == 1, send.name
+        run = matching[0]
+        assert run.attributes["jobtrace.job.outcome"] == "success"
+        assert run.attributes["jobtrace.job.attempt"] == 1
+        assert run.resource["jobtrace.component"] == "worker"
+
+
+def test_runs_follow_mode(example: Run) -> None:
+    """Link mode: each run starts a trace linked to its send span.
+
+    Child mode: each run is the send span's child, in the request's trace.
+    """
+    sends = [span for span in example.spans if span.kind == "PRODUCER"]
+
+    for send in sends:
+        (run,) = runs_of(example, send)
+        if example.mode == "link":
+            assert run.trace_id != send.trace_id
+            assert run.parent_span_id is None
+            assert run.links == (
+                (send.trace_id, send.span_id, {"jobtrace.link.type": "send"}),
+            )
+        else:
+            assert run.trace_id == send.trace_id
+            assert run.parent_span_id == send.span_id
+            assert run.links == ()
+
+
+def test_example_prints_runs_per_request(example: Run) -> None:
+    """Each printed block contains the request's three runs, in either mode."""
+    blocks = example.done.stdout.split("== POST /orders")[1:]
+
+    assert len(blocks) == REQUESTS
+    for block in blocks:
+        assert block.count("─ process ") == len(HOSTS)
+        assert block.count("outcome=success  component=worker") == len(HOSTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of the example: its propagation mode, result and spans."""
+
+    mode: str
+    done: subprocess.CompletedProcess[str]
+    spans: list[ReceivedSpan]
+
+
+def request_spans(run: Run) -> list[ReceivedSpan]:
+    return [span for span in run.spans if span.kind == "SERVER"]
+
+
+def sends_of(run: Run, request: ReceivedSpan) -> list[ReceivedSpan]:
+    return [
+        span
+        for span in run.spans
+        if span.name.startswith("send ") and span.parent_span_id == request.span_id
+    ]
+
+
+def runs_of(run: Run, send: ReceivedSpan) -> list[ReceivedSpan]:
+    """Return the process spans of the job that ``send`` enqueued."""
+    message_id = send.attributes["messaging.message.id"]
+    return [
+        span
+        for span in run.spans
+        if span.kind == "CONSUMER"
+        and span.attributes["messaging.message.id"] == message_id
+    ]
