@@ -445,7 +445,9 @@ def running(pid: int) -> bool:
     """Return whether process ``pid`` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The read fails with ESRCH when the process is reaped between the
+        # open and the read.
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
     return state != "Z"
