@@ -14,6 +14,12 @@ import jobtrace
 from jobtrace import _provider
 from jobtrace._receiver import OtlpReceiver
 
+#: Environment that makes ``opentelemetry-instrument`` run as it does
+#: without opentelemetry-distro installed: no distro names no such entry
+#: point, so the SDK's configurator builds no provider and jobtrace builds
+#: its own.
+WITHOUT_DISTRO = {"OTEL_PYTHON_DISTRO": "none", "OTEL_PYTHON_CONFIGURATOR": "none"}
+
 
 @contextmanager
 def traced_producer(

@@ -17,6 +17,7 @@ from celery import chord, group, signature
 from celery.result import AsyncResult
 
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
+from tests import tracing
 
 from .workers import SERVICE_NAME, celery_worker, producer
 
@@ -311,9 +312,10 @@ def _running_child(result: AsyncResult) -> int:
 def test_opentelemetry_instrument_loads_plugin(
     redis_url: str, receiver: OtlpReceiver
 ) -> None:
-    """opentelemetry-instrument traces a worker whose code never calls jobtrace."""
+    """opentelemetry-instrument without the distro traces an uninstrumented worker."""
     launcher = (str(Path(sys.executable).parent / "opentelemetry-instrument"),)
     env = {"TEST_INSTRUMENT": "0", "OTEL_TRACES_EXPORTER": "otlp"}
+    env.update(tracing.WITHOUT_DISTRO)
     with celery_worker(
         receiver, redis_url, "--pool", "solo", env=env, launcher=launcher
     ) as (_, queue):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from celery import Celery
+from opentelemetry import trace
 
 import jobtrace
 import jobtrace_celery
@@ -149,3 +150,13 @@ def many_spans(count: int) -> int:
 @app.task(name="it.total")
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+@app.task(name="it.make_spans")
+def make_spans(count: int, then_sleep: float) -> int:
+    """End ``count`` spans through the OpenTelemetry API, then sleep."""
+    tracer = trace.get_tracer(__name__)
+    for number in range(count):
+        tracer.start_span("row", attributes={"row": number}).end()
+    time.sleep(then_sleep)
+    return count

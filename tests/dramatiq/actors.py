@@ -104,4 +104,10 @@ def declare(broker: dramatiq.Broker, queue: str) -> types.SimpleNamespace:
         with Redis.from_url(os.environ["TEST_REDIS_URL"]) as client:
             client.incr(done_key(queue))
 
+    @actor(max_retries=0)
+    def make_spans(count: int, then_sleep: float) -> None:
+        from tests.recipes import spans
+
+        spans.make_spans(count, then_sleep)
+
     return types.SimpleNamespace(**locals())

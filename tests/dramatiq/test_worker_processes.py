@@ -20,6 +20,7 @@ from opentelemetry import baggage, context
 
 import jobtrace
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
+from tests import tracing
 
 from .workers import (
     SERVICE_NAME,
@@ -294,10 +295,11 @@ def test_shutdown_timeout_interrupts(
 def test_opentelemetry_instrument_loads_plugin(
     receiver: OtlpReceiver, target: Target, producer: types.SimpleNamespace
 ) -> None:
-    """opentelemetry-instrument traces a worker whose code never calls jobtrace."""
+    """opentelemetry-instrument without the distro traces an uninstrumented worker."""
     message = producer.actors.add.send(1, 1)
     launcher = (str(Path(sys.executable).parent / "opentelemetry-instrument"),)
     env = {"TEST_INSTRUMENT": "0", "OTEL_TRACES_EXPORTER": "otlp"}
+    env.update(tracing.WITHOUT_DISTRO)
     with dramatiq_worker(receiver, target, env=env, launcher=launcher):
         (run,) = process_spans_for(receiver, {message.message_id})[message.message_id]
 

@@ -20,6 +20,7 @@ from rq.command import send_stop_job_command
 from rq.job import JobStatus, Retry
 
 from jobtrace._receiver import OtlpReceiver
+from tests import tracing
 
 from . import jobs
 from .conftest import RQ_MAJOR
@@ -254,10 +255,11 @@ def test_dependent_links_to_creation(
 def test_opentelemetry_instrument_loads_plugin(
     rq_url: str, queue: Queue, receiver: OtlpReceiver
 ) -> None:
-    """opentelemetry-instrument traces a worker whose code never calls jobtrace."""
+    """opentelemetry-instrument without the distro traces an uninstrumented worker."""
     job = queue.enqueue(jobs.add, 1, 1)
     launcher = (str(Path(sys.executable).parent / "opentelemetry-instrument"),)
     env = {"TEST_INSTRUMENT": "0", "OTEL_TRACES_EXPORTER": "otlp"}
+    env.update(tracing.WITHOUT_DISTRO)
     with rq_worker(
         receiver, rq_url, queue.name, "--burst", env=env, launcher=launcher
     ) as worker:

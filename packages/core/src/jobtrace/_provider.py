@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from jobtrace import _carrier, _delivery, _handoff, _metrics
+from jobtrace import _autoconfig, _carrier, _delivery, _handoff, _metrics
 from jobtrace._budget import BudgetProcessor
 from jobtrace._settings import Settings, exporter_choice
 from jobtrace._version import __version__
@@ -201,6 +201,12 @@ def _chain(
     processor: SpanProcessor = _delivery.CountingProcessor(
         BatchSpanProcessor(exporter), health
     )
+    return _wrap(processor, resource)
+
+
+def _wrap(
+    processor: SpanProcessor, resource: Resource | None
+) -> _handoff.HandoffProcessor:
     current = settings()
     if current.max_spans_per_trace:
         processor = BudgetProcessor(
@@ -266,8 +272,9 @@ def _build() -> None:
         _tracer = trace.NoOpTracer()
         return
     if isinstance(current, TracerProvider):
-        _provider, _owns_provider = current, False
-        log.info("jobtrace uses the tracer provider the application set")
+        _provider, _owns_provider = current, _take_over(current)
+        if not _owns_provider:
+            log.info("jobtrace uses the tracer provider the application set")
     else:
         resource = Resource.create(resource_attributes())
         # The SDK's own exit hook waits up to 30 s per processor; jobtrace's
@@ -284,6 +291,31 @@ def _build() -> None:
         trace.set_tracer_provider(_provider)
         log.info("jobtrace built a tracer provider, component=%s", component())
     _tracer = _provider.get_tracer("jobtrace", __version__)
+
+
+def _take_over(provider: TracerProvider) -> bool:
+    # opentelemetry-instrument with opentelemetry-distro builds the global
+    # provider before jobtrace can, so jobtrace puts its chain in front of
+    # that provider's exporters and stops it at exit within its own limit.
+    if not _autoconfig.built_by_auto_configuration(provider):
+        return False
+    extra = Resource(resource_attributes())
+    resource = provider.resource.merge(extra)
+
+    def wrap(below: SpanProcessor) -> _handoff.HandoffProcessor:
+        return _wrap(_autoconfig.ResourceProcessor(below, extra), resource)
+
+    processor = _autoconfig.take_over(provider, wrap)
+    if processor is None:
+        return False
+    _handoff.activate(processor)
+    atexit.register(shutdown)
+    log.info(
+        "jobtrace took over the tracer provider of opentelemetry-instrument, "
+        "component=%s",
+        component(),
+    )
+    return True
 
 
 def _exporter_from_env() -> SpanExporter | None:
