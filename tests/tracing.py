@@ -15,9 +15,9 @@ from jobtrace import _provider
 from jobtrace._receiver import OtlpReceiver
 
 #: Environment that makes ``opentelemetry-instrument`` run as it does
-#: without opentelemetry-distro installed: no distro names no such entry
-#: point, so the SDK's configurator builds no provider and jobtrace builds
-#: its own.
+#: without opentelemetry-distro installed. No package has an entry point
+#: of these names, so no configurator builds a provider and jobtrace
+#: builds its own.
 WITHOUT_DISTRO = {"OTEL_PYTHON_DISTRO": "none", "OTEL_PYTHON_CONFIGURATOR": "none"}
 
 

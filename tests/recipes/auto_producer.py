@@ -1,4 +1,4 @@
-"""Enqueue two jobs without calling jobtrace; run under opentelemetry-instrument.
+"""Enqueue two jobs without calling jobtrace, under opentelemetry-instrument.
 
 Usage: ``python -m tests.recipes.auto_producer HOST BROKER_URL QUEUE COUNT
 SLEEP [NAMESPACE]``. It enqueues an ``add`` job and a ``make_spans`` job

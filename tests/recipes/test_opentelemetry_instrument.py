@@ -38,8 +38,8 @@ ROWS = 12
 SLEEP = 4.0
 BUDGET = 6
 
-#: The distro's defaults are OTLP over gRPC for traces, metrics and logs;
-#: the receiver speaks OTLP/HTTP. The other variables make the budget
+#: The distro's defaults are OTLP over gRPC for traces, metrics and logs,
+#: but the receiver speaks OTLP/HTTP. The other variables make the budget
 #: small and the partial flush early.
 AUTO_ENV = {
     "TEST_INSTRUMENT": "0",
@@ -55,7 +55,7 @@ AUTO_ENV = {
 def worker(
     host: str, receiver: OtlpReceiver, redis_url: str, queue: str
 ) -> Iterator[str]:
-    """Run the host's worker under opentelemetry-instrument; yield its queue.
+    """Run the host's worker under opentelemetry-instrument, and yield its queue.
 
     The Celery worker helper picks its own queue name, so the producer
     must enqueue to the yielded name.
@@ -82,7 +82,7 @@ def worker(
 
 
 def enqueue(receiver: OtlpReceiver, host: str, url: str, queue: str) -> list[str]:
-    """Run the producer under opentelemetry-instrument; return the job ids."""
+    """Run the producer under opentelemetry-instrument, and return the job ids."""
     env = rq_workers.worker_env(receiver)
     env.update(AUTO_ENV)
     command = [
@@ -113,7 +113,7 @@ def rows_of(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
 
 @pytest.fixture
 def queue_name(redis_url: str) -> Iterator[str]:
-    """A fresh queue name; its keys are deleted from Redis after the test."""
+    """A fresh queue name, whose keys are deleted from Redis after the test."""
     name = f"jobtrace-auto-{uuid.uuid4().hex[:8]}"
     yield name
     with Redis.from_url(redis_url) as client:
@@ -129,7 +129,7 @@ def test_distro_traces_producer_and_worker(
     """Send and process spans arrive, with component, budget and partial flush."""
     with worker(host, receiver, redis_url, queue_name) as queue:
         add_id, spans_id = enqueue(receiver, host, redis_url, queue)
-        # The job sleeps after its spans; a partial flush exports some of
+        # The job sleeps after its spans, so a partial flush exports some of
         # them while its process span is still open.
         early = receiver.wait_for(lambda spans: bool(rows_of(spans)), timeout=WAIT)
         assert process_span(early, spans_id) is None

@@ -86,7 +86,7 @@ def take_over(
     provider: TracerProvider,
     wrap: Callable[[SpanProcessor], _Wrapped],
 ) -> _Wrapped | None:
-    """Put ``wrap`` of the provider's current processors in their place.
+    """Replace the provider's processors with ``wrap`` applied to them.
 
     Returns the new processor, or None when the provider's processor list
     is not the SDK's synchronous list.
