@@ -32,6 +32,9 @@ from opentelemetry.sdk.trace import (
     SynchronousMultiSpanProcessor,
     TracerProvider,
 )
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from jobtrace import _delivery
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,13 @@ def take_over(
 
     # The configurator's batch processors move below jobtrace's chain, so
     # every span still reaches the exporters the OTEL_* variables chose.
+    # Each batch processor gets the queue guard that jobtrace's own has, so
+    # bursts of spans from forked children wait for room in its queue.
     with active._lock:
         below = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
         for processor in active._span_processors:
+            if isinstance(processor, BatchSpanProcessor):
+                processor = _delivery.CountingProcessor(processor)
             below.add_span_processor(processor)
         wrapped = wrap(below)
         active._span_processors = (wrapped,)
