@@ -44,6 +44,8 @@ _Wrapped = TypeVar("_Wrapped", bound=SpanProcessor)
 #: ``opentelemetry-instrument`` started the process.
 AUTO_VERSION_ATTRIBUTE = "telemetry.auto.version"
 
+_MAX_RESOURCES = 16
+
 
 class ResourceProcessor(SpanProcessor):
     """A span processor that adds resource attributes to each ended span.
@@ -51,26 +53,31 @@ class ResourceProcessor(SpanProcessor):
     Tracers that other instrumentations and module-level code got from the
     provider before jobtrace took it over keep the provider's first
     resource, so the attributes are merged into each span's resource on
-    its way to the exporters. The merge keeps what the span's resource
-    already has, such as the instance id that the SDK gives a forked child.
+    its way to the exporters. The merge keeps the span's other resource
+    attributes, such as the instance id that the SDK gives a forked child.
     """
 
     def __init__(self, processor: SpanProcessor, extra: Resource) -> None:
         self.processor = processor
         self._extra = extra
-        self._last: tuple[Resource, Resource] | None = None
+        # Merged resources by id of the original, which the entry keeps
+        # alive. A worker's spans carry a few resources: its tracers' and
+        # the one its children's spans are decoded with.
+        self._merged: dict[int, tuple[Resource, Resource]] = {}
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         original = span.resource
-        last = self._last
-        if last is None or last[0] is not original:
-            last = (original, original.merge(self._extra))
-            self._last = last
+        found = self._merged.get(id(original))
+        if found is None:
+            if len(self._merged) >= _MAX_RESOURCES:
+                self._merged.clear()
+            found = (original, original.merge(self._extra))
+            self._merged[id(original)] = found
         # ReadableSpan has no setter for its resource.
-        span._resource = last[1]
+        span._resource = found[1]
         self.processor.on_end(span)
 
     def shutdown(self) -> None:
