@@ -127,6 +127,25 @@ def test_rejected_status_fails(receiver: OtlpReceiver) -> None:
     assert "check the API key in OTEL_EXPORTER_OTLP_HEADERS" in done.stdout
 
 
+def test_metrics_not_accepted_fails(receiver: OtlpReceiver) -> None:
+    """A receiver of traces only gets a fix that turns metrics off."""
+    from jobtrace._receiver import Fault
+
+    with OtlpReceiver() as traces_only:
+        traces_only.set_fault(Fault(status=405))
+        env = endpoint_env(receiver.endpoint)
+        env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = (
+            f"{traces_only.endpoint}/v1/metrics"
+        )
+
+        done = run_doctor(env=env)
+
+    assert done.returncode == 1
+    assert f"POST {receiver.endpoint}/v1/traces returned 200" in done.stdout
+    assert "/v1/metrics returned 405" in done.stdout
+    assert "set OTEL_METRICS_EXPORTER=none" in done.stdout
+
+
 def test_grpc_closed_port_fails() -> None:
     """For OTLP/gRPC a refused TCP connection fails the check."""
     port = free_port()

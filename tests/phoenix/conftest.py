@@ -82,7 +82,12 @@ def free_port() -> int:
 
 
 def phoenix_env(http_port: int, grpc_port: int, working_dir: Path) -> dict[str, str]:
-    """Environment of the server: loopback ports, a private database, no egress."""
+    """Environment of the server: a private database, no egress, free ports.
+
+    The HTTP server listens on 127.0.0.1 only. arize-phoenix 20.26 binds its
+    OTLP/gRPC receiver to every interface (``[::]``) and has no setting for
+    its address, so it gets a free port that nothing here sends to.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
@@ -139,7 +144,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoenixServer]:
-    """A fresh ``phoenix serve`` on free loopback ports, stopped after the module."""
+    """A fresh ``phoenix serve`` on free ports, stopped after the module."""
     executable = Path(sys.executable).with_name("phoenix")
     if not executable.exists():
         pytest.skip(

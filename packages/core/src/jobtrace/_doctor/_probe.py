@@ -138,6 +138,12 @@ def _answered(
     if 300 <= status < 400:
         location = mask_url(response.getheader("Location") or "(no Location)")
         fix = f"set {target.variable} to the URL it redirects to: {location}"
+    elif status == 405 and target.signal == "metrics":
+        fix = (
+            "the receiver takes no metrics at this URL (Arize Phoenix, for "
+            "example, accepts only traces): set OTEL_METRICS_EXPORTER=none, "
+            "or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT to a receiver of metrics"
+        )
     elif status == 404:
         fix = _path_fix(target)
     elif status in (401, 403):

@@ -117,9 +117,10 @@ def _rq(imported: bool) -> list[Finding]:
                 "processes",
                 "note",
                 "RQ sets up only its own logger, and the imported modules "
-                "configure no logging, so an RQ worker will not show "
-                "jobtrace's warnings; call logging.basicConfig() in the "
-                "settings module to see them",
+                "configure no logging, so an RQ worker prints jobtrace's "
+                "warnings as bare messages without level or logger name; "
+                "call logging.basicConfig() in the settings module to format "
+                "them",
             )
         )
     return findings
