@@ -225,7 +225,8 @@ class DramatiqRunner:
             self.broker.close()
             dramatiq.set_broker(previous)  # type: ignore[arg-type]
 
-    def _work(self) -> None:
+    def work(self) -> None:
+        """Run every message on the broker, retries included, then return."""
         from dramatiq import Worker
 
         worker = Worker(self.broker, worker_timeout=50, worker_threads=2)
@@ -242,7 +243,7 @@ class DramatiqRunner:
     def run_echo(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Run a job that takes any arguments; return its message id."""
         message = self.actors[3].send(*args, **kwargs)
-        self._work()
+        self.work()
         assert message.get_result(backend=self.backend) == "echoed"
         return str(message.message_id)
 
@@ -251,7 +252,7 @@ class DramatiqRunner:
 
         add, fail, flaky, _ = self.actors
         messages = [add.send(2, 3), fail.send(), flaky.send()]
-        self._work()
+        self.work()
         seen: list[Seen] = []
         for message in messages:
             try:

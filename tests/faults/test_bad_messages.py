@@ -1,13 +1,16 @@
 """Messages that jobtrace did not write, or wrote long ago, still run.
 
 The producers here write the message themselves: RQ jobs whose
-``meta["jobtrace"]`` contains values of every type, and raw Celery messages
-of protocol 1 whose headers are None or carry an older header format.
-Each job must run as a new root, and jobtrace logs no error.
+``meta["jobtrace"]`` contains values of every type, Dramatiq messages whose
+``options["jobtrace"]`` contains every value that JSON can encode, and raw
+Celery messages of protocol 1 whose headers are None or carry an older
+header format. Each job must run as a new root, and jobtrace logs no error.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import math
 import types
@@ -24,12 +27,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import jobtrace
 import jobtrace_celery
+import jobtrace_dramatiq
 import jobtrace_rq
 from jobtrace_celery._propagation import build_carrier
+from jobtrace_dramatiq import _propagation as dramatiq_propagation
 from jobtrace_rq._propagation import job_from_rq, read_carrier
 from tests.rq import jobs
 
-from .inprocess import CeleryRunner, RQRunner
+from .inprocess import CeleryRunner, DramatiqRunner, RQRunner
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -108,6 +113,74 @@ def test_rq_meta_garbage_runs_as_root(
     assert attributes["jobtrace.job.attempt"] >= 1
     assert jobtrace.error_counts() == {}
     assert len(_jobtrace_warnings(caplog)) <= 1
+
+
+def _json_encodable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+#: The cases a Dramatiq producer can send: its JSON encoder rejects bytes,
+#: sets, non-string keys and objects, and the worker decodes a mapping
+#: subclass as a plain dict.
+DRAMATIQ_CASES = [
+    case
+    for case in META_CASES
+    if _json_encodable(case.values[0]) and case.id != "broken-mapping"
+] + [pytest.param({"traceparent": TRACEPARENT}, id="valid-traceparent")]
+
+
+def test_dramatiq_options_garbage_runs_as_root(
+    redis_url: str,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Dramatiq messages whose jobtrace option is garbage run as roots.
+
+    All cases run on one worker, so a warning that repeats across
+    messages shows in the count per message text.
+    """
+    caplog.set_level(logging.WARNING)
+    runner = DramatiqRunner(redis_url)
+    add = runner.actors[0]
+    with runner.started():
+        # Enqueued before instrument(), so that jobtrace writes no option.
+        sent = {
+            case.id: runner.broker.enqueue(
+                add.message_with_options(args=(1, 2), jobtrace=case.values[0])
+            )
+            for case in DRAMATIQ_CASES
+        }
+        # A message from a producer without jobtrace has no such option.
+        sent["no-option"] = runner.broker.enqueue(add.message(1, 2))
+        jobtrace_dramatiq.instrument()
+        try:
+            runner.work()
+        finally:
+            jobtrace_dramatiq.uninstrument()
+
+        results = {
+            case: message.get_result(backend=runner.backend)
+            for case, message in sent.items()
+        }
+
+    warnings = collections.Counter(r.getMessage() for r in _jobtrace_warnings(caplog))
+    assert jobtrace.error_counts() == {}
+    assert all(count == 1 for count in warnings.values()), warnings
+    for case, message in sent.items():
+        span = _process_span(exporter, str(message.message_id))
+        attributes = span.attributes or {}
+        linked = case == "valid-traceparent"
+        assert results[case] == 3, case
+        assert span.parent is None, case
+        assert [link.context.trace_id for link in span.links] == (
+            [int(TRACE_ID, 16)] if linked else []
+        ), case
+        assert attributes["jobtrace.job.outcome"] == "success", case
+        assert attributes["jobtrace.job.attempt"] == 1, case
 
 
 def _publish_raw(runner: CeleryRunner, body: dict[str, Any], headers: Any) -> str:
@@ -225,6 +298,25 @@ def test_rq_carrier_fuzzed(meta: Any) -> None:
 
     carrier = read_carrier(job)
     described = job_from_rq(job, carrier)
+
+    assert isinstance(carrier, dict)
+    assert described.attempt >= 1
+    assert described.eta is None or math.isfinite(described.eta)
+
+
+_OPTION_NAMES = st.sampled_from(["jobtrace", "retries", "eta"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(options=st.dictionaries(_OPTION_NAMES, _values))
+def test_dramatiq_carrier_fuzzed(options: dict[str, Any]) -> None:
+    """Dramatiq's carrier reader and job description accept any options."""
+    message = types.SimpleNamespace(
+        options=options, message_id="m", actor_name="a", queue_name="q"
+    )
+
+    carrier = dramatiq_propagation.read_carrier(message)
+    described = dramatiq_propagation.job_from_message(message, carrier)
 
     assert isinstance(carrier, dict)
     assert described.attempt >= 1
