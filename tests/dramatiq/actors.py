@@ -98,6 +98,22 @@ def declare(broker: dramatiq.Broker, queue: str) -> types.SimpleNamespace:
         _busy_wait(seconds)
 
     @actor(max_retries=0)
+    def nested() -> None:
+        """Open two nested spans around short sleeps, tagged with the message id.
+
+        The sleeps let the worker's other threads run while the spans are open.
+        """
+        message = CurrentMessage.get_current_message()
+        message_id = message.message_id if message is not None else ""
+        tracer = jobtrace.tracer()
+        with tracer.start_as_current_span("outer") as outer:
+            outer.set_attribute("test.job_id", message_id)
+            time.sleep(0.002)
+            with tracer.start_as_current_span("inner") as inner:
+                inner.set_attribute("test.job_id", message_id)
+                time.sleep(0.002)
+
+    @actor(max_retries=0)
     def tally() -> None:
         """Sleep 5 ms, then count the run in Redis, for tests without results."""
         time.sleep(0.005)

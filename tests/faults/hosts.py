@@ -345,6 +345,8 @@ class DramatiqHost:
     """
 
     name = "dramatiq"
+    #: Worker threads of the one worker process.
+    threads = 2
 
     def __init__(self, redis_url: str) -> None:
         from tests.dramatiq import actors
@@ -369,7 +371,7 @@ class DramatiqHost:
 
         command = [
             str(dramatiq_workers.DRAMATIQ), "tests.dramatiq.worker_app",
-            "--processes", "1", "--threads", "2",
+            "--processes", "1", "--threads", str(self.threads),
             "--queues", self.target.queue,
         ]  # fmt: skip
         full_env = dramatiq_workers.worker_env(receiver, self.target)

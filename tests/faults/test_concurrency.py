@@ -1,5 +1,8 @@
 """A thousand interleaved jobs on concurrent pools keep their spans apart.
 
+The pools are Celery's threads, gevent and eventlet pools, and a Dramatiq
+worker process with 8 threads.
+
 Each job opens two nested spans around sleeps, so the pool switches to
 other jobs while they are open. Half the jobs carry a trace context and
 run in ``child`` mode under it, the other half carry none. Every process
@@ -17,7 +20,7 @@ import pytest
 
 from jobtrace._receiver import OtlpReceiver, ReceivedSpan
 
-from .hosts import CeleryHost
+from .hosts import CeleryHost, DramatiqHost
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +64,49 @@ def test_interleaved_jobs_keep_context(
         )
         worker.stop()
 
+    _check_context(sent, spans, "process it.nested")
+
+
+def test_dramatiq_threads_keep_context(
+    redis_url: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Each process span of a Dramatiq thread contains only its own spans."""
+    host = DramatiqHost(redis_url)
+    host.threads = 8
+    rng = random.Random("dramatiq")
+    sent: dict[str, tuple[str, str] | None] = {}
+    with host.worker(receiver, tmp_path / "worker.log", ENV) as worker:
+        for number in range(JOBS):
+            if number % 2:
+                header, trace_id, span_id = _traceparent(rng)
+                # A producer without jobtrace that writes the option itself.
+                message = host.actors.nested.send_with_options(
+                    jobtrace={"traceparent": header}
+                )
+                sent[message.message_id] = (trace_id, span_id)
+            else:
+                sent[host.actors.nested.send().message_id] = None
+        spans = receiver.wait_for(
+            lambda found: sum(s.name == "inner" for s in found) >= JOBS, timeout=120
+        )
+        worker.stop()
+
+    threads = {
+        span.attributes["test.thread"]
+        for span in spans
+        if span.name == "process nested"
+    }
+    assert len(threads) == host.threads
+    _check_context(sent, spans, "process nested")
+
+
+def _check_context(
+    sent: dict[str, tuple[str, str] | None], spans: list[ReceivedSpan], name: str
+) -> None:
     runs = {
         str(span.attributes["messaging.message.id"]): span
         for span in spans
-        if span.name == "process it.nested"
+        if span.name == name
     }
     children: dict[str, list[ReceivedSpan]] = collections.defaultdict(list)
     for span in spans:
