@@ -24,9 +24,13 @@ from dramatiq.middleware import Middleware, default_middleware
 
 import jobtrace
 from jobtrace import Guard
-from jobtrace_dramatiq import SUPPORTED_DRAMATIQ, _runs, _sends
+from jobtrace_dramatiq import SUPPORTED_DRAMATIQ, _overlap, _runs, _sends
 
 log = logging.getLogger(__name__)
+
+# Whether this process looked for other tracers, at its first enqueue or
+# when its worker started.
+_overlap_checked = False
 
 
 class Tracing(Middleware):
@@ -63,6 +67,8 @@ class Tracing(Middleware):
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         if self._enabled and self.switched_on:
             with _BEFORE_ENQUEUE:
+                if not _overlap_checked:
+                    _check_overlap()
                 _sends.begin(message)
 
     def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
@@ -147,6 +153,14 @@ class InstalledTracing(Tracing):
 def _start_worker() -> None:
     jobtrace.mark_worker()
     jobtrace.tracer()
+    if not _overlap_checked:
+        _check_overlap()
+
+
+def _check_overlap() -> None:
+    global _overlap_checked
+    _overlap_checked = True
+    _overlap.check()
 
 
 def install() -> None:
@@ -173,7 +187,10 @@ def add_to(broker: Any) -> None:
 
 def remove(brokers: Any) -> None:
     """Undo :func:`install`, and take the middleware out of ``brokers``."""
+    global _overlap_checked
     InstalledTracing.switched_on = False
+    _overlap_checked = False
+    _overlap.reset()
     while InstalledTracing in default_middleware:
         default_middleware.remove(InstalledTracing)
     for broker in brokers:

@@ -18,7 +18,7 @@ import wrapt
 
 import jobtrace
 from jobtrace import Guard
-from jobtrace_rq import _reports
+from jobtrace_rq import _overlap, _reports
 from jobtrace_rq._propagation import (
     ATTEMPT_FIELD,
     ETA_FIELD,
@@ -55,6 +55,10 @@ _fork_pipe: jobtrace.SpanPipe | None = None
 
 #: Installed wrappers, as (owner class, method name), for :func:`remove`.
 _installed: list[tuple[type, str]] = []
+
+# Whether this process looked for other tracers. The first send and the
+# worker's start look, so that forked work horses inherit the result.
+_overlap_checked = False
 
 
 def _wrapped_enqueue_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -112,6 +116,8 @@ def _begin_send(
 ) -> tuple[jobtrace.SendHandle, dict[str, Any]]:
     # ``attempt`` is the next run's attempt number when the caller sets it,
     # as for requeued and repeated jobs. A retry's number is computed here.
+    if not _overlap_checked:
+        _check_overlap()
     carrier: dict[str, Any] = {}
     if retry:
         attempt = next_attempt(job)
@@ -243,6 +249,7 @@ def _wrapped_work(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     with _WORK:
         jobtrace.mark_worker()
         jobtrace.tracer()
+        _check_overlap()
     try:
         return wrapped(*args, **kwargs)
     finally:
@@ -251,6 +258,12 @@ def _wrapped_work(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         # returns, without running atexit hooks.
         with _WORK:
             jobtrace.flush()
+
+
+def _check_overlap() -> None:
+    global _overlap_checked
+    _overlap_checked = True
+    _overlap.check()
 
 
 def _wrapped_fork_work_horse(
@@ -384,9 +397,12 @@ def _unwrap(owner: type, method: str) -> None:
 
 def remove() -> None:
     """Undo :func:`install`: restore RQ's original methods."""
+    global _overlap_checked
     while _installed:
         owner, method = _installed.pop()
         _unwrap(owner, method)
+    _overlap_checked = False
+    _overlap.reset()
     _runs.clear()
     _retried.clear()
     _reports.clear()
