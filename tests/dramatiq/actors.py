@@ -114,6 +114,13 @@ def declare(broker: dramatiq.Broker, queue: str) -> types.SimpleNamespace:
                 time.sleep(0.002)
 
     @actor(max_retries=0)
+    def show_options() -> None:
+        """Store the names of this message's options on its span."""
+        message = CurrentMessage.get_current_message()
+        names = sorted(message.options) if message is not None else []
+        trace.get_current_span().set_attribute("test.options", names)
+
+    @actor(max_retries=0)
     def tally() -> None:
         """Sleep 5 ms, then count the run in Redis, for tests without results."""
         time.sleep(0.005)

@@ -28,6 +28,18 @@ def _record_runner(job: object, span: Any, **kwargs: object) -> None:
     span.set_attribute("test.thread", threading.get_ident())
 
 
+# The double instrumentation test runs Sentry's Dramatiq integration beside
+# jobtrace. Sentry adds its middleware to brokers built after its init.
+if "sentry" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
+    import sentry_sdk
+    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+
+    sentry_sdk.init(
+        dsn=os.environ["TEST_SENTRY_DSN"],
+        traces_sample_rate=1.0,
+        integrations=[DramatiqIntegration()],
+    )
+
 broker = build_broker(os.environ["TEST_BROKER_URL"], os.environ["TEST_NAMESPACE"])
 broker.add_middleware(CurrentMessage())
 broker.add_middleware(GroupCallbacks(RedisBackend(url=os.environ["TEST_REDIS_URL"])))

@@ -22,6 +22,17 @@ _stderr.setLevel(logging.WARNING)
 _stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
 logging.getLogger("jobtrace").addHandler(_stderr)
 
+# The double instrumentation test runs Sentry's RQ integration beside jobtrace.
+if "sentry" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
+    import sentry_sdk
+    from sentry_sdk.integrations.rq import RqIntegration
+
+    sentry_sdk.init(
+        dsn=os.environ["TEST_SENTRY_DSN"],
+        traces_sample_rate=1.0,
+        integrations=[RqIntegration()],
+    )
+
 # The auto-instrumentation test leaves this to opentelemetry-instrument.
 if os.environ.get("TEST_INSTRUMENT", "1") == "1":
     jobtrace_rq.instrument()
