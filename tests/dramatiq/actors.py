@@ -32,7 +32,7 @@ def started_key(queue: str) -> str:
 
 
 def done_key(queue: str) -> str:
-    """Return the Redis key that counts the finished runs of ``tally``."""
+    """Return the Redis key that counts the finished runs of ``tally`` and ``wait``."""
     return f"jobtrace-it:{queue}:done"
 
 
@@ -96,6 +96,8 @@ def declare(broker: dramatiq.Broker, queue: str) -> types.SimpleNamespace:
     def wait(seconds: float) -> None:
         _mark_started(queue)
         _busy_wait(seconds)
+        with Redis.from_url(os.environ["TEST_REDIS_URL"]) as client:
+            client.incr(done_key(queue))
 
     @actor(max_retries=0)
     def nested() -> None:

@@ -418,12 +418,13 @@ class DramatiqHost:
         return self._ids([self.actors.tally.send() for _ in range(count)])
 
     def done(self, ids: list[str]) -> bool:
-        # Dramatiq stores no results here, so the tally actor counts its
-        # finished runs in Redis. Every message sent so far has finished
+        # Dramatiq stores no results here, so the tally and wait actors
+        # count their finished runs in Redis. Every message sent so far has finished
         # when the count reaches the number sent.
         return self._finished_count() >= self.sent
 
     def start_slow_jobs(self, count: int, seconds: float) -> list[str]:
+        self.sent += count
         return self._ids([self.actors.wait.send(seconds) for _ in range(count)])
 
     def start_span_job(self) -> str:
