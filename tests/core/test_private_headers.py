@@ -96,3 +96,34 @@ def test_ddtrace_patch_detected(
     ]
     assert len(lines) == 1
     assert "DD_TRACE_CELERY_ENABLED=false" in lines[0].getMessage()
+
+
+def test_ddtrace_rq_marker_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An rq module that ddtrace marked as patched gets one warning.
+
+    RQ's carrier lives under its own meta key, so the headers stay as they
+    are. ddtrace is not a test dependency, so the test sets the marker
+    that ddtrace 4.16's patch() sets.
+    """
+    import sys
+    import types
+
+    import rq
+
+    from jobtrace_rq import _overlap
+
+    caplog.set_level(logging.WARNING, logger="jobtrace_rq")
+    monkeypatch.setitem(sys.modules, "ddtrace", types.ModuleType("ddtrace"))
+    monkeypatch.setattr(rq, "_datadog_patch", True, raising=False)
+    try:
+        _overlap.check()
+        _overlap.check()
+        assert _carrier._private is False
+    finally:
+        _overlap.reset()
+
+    lines = [r for r in caplog.records if "ddtrace also traces RQ" in r.getMessage()]
+    assert len(lines) == 1
+    assert "DD_TRACE_RQ_ENABLED=false" in lines[0].getMessage()

@@ -1,8 +1,8 @@
 """Detection of other tracers that instrument RQ in the same process.
 
 jobtrace keeps its trace context in ``job.meta["jobtrace"]``, and
-sentry-sdk's RQ integration keeps its own under another meta key, so
-neither overwrites the other. Every job still gets two traces, so jobtrace
+sentry-sdk's RQ integration and ddtrace keep theirs under other meta keys,
+so none overwrites another. Every job still gets two traces, so jobtrace
 logs one WARNING per other tracer with the setting that keeps one.
 """
 
@@ -19,6 +19,7 @@ _ADVICE = {
         "to keep Sentry's error reports without its traces, or pass "
         "disabled_integrations=[RqIntegration()]"
     ),
+    "ddtrace": "set DD_TRACE_RQ_ENABLED=false",
 }
 _warned: set[str] = set()
 
@@ -37,7 +38,13 @@ def _sentry_active() -> bool:
     return integration is not None and has_tracing_enabled(client.options)
 
 
-_CHECKS = {"sentry-sdk": _sentry_active}
+def _ddtrace_active() -> bool:
+    # ddtrace 4.16's patch() sets this attribute on the rq module.
+    rq = sys.modules.get("rq")
+    return "ddtrace" in sys.modules and bool(getattr(rq, "_datadog_patch", False))
+
+
+_CHECKS = {"sentry-sdk": _sentry_active, "ddtrace": _ddtrace_active}
 
 
 def check() -> None:
