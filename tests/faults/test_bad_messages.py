@@ -124,8 +124,8 @@ def _json_encodable(value: Any) -> bool:
 
 
 #: The cases a Dramatiq producer can send: its JSON encoder rejects bytes,
-#: sets, non-string keys and objects, and the worker decodes a mapping
-#: subclass as a plain dict.
+#: sets and other objects, and the worker decodes a mapping subclass as a
+#: plain dict.
 DRAMATIQ_CASES = [
     case
     for case in META_CASES
