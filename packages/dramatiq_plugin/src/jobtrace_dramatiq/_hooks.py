@@ -46,7 +46,8 @@ class Tracing(Middleware):
         A worker process that is killed (SIGKILL, out of memory, or a
         second SIGTERM) loses the spans of the messages it was running and
         the spans it had not exported yet. The send span of an enqueue that
-        raised ends at the next enqueue or run on the same thread. See the
+        raised ends at the next enqueue or run on the same thread, and an
+        enqueue to a RabbitMQ server that is down gets none. See the
         Limitations section of docs/dramatiq.md.
 
     Raises:
