@@ -5,8 +5,9 @@ looks for opentelemetry-instrumentation-celery, sentry-sdk's Celery
 integration and ddtrace at ``instrument()``, at worker start and at the
 first job, and moves its trace context to ``jobtrace_*`` headers when it
 finds one. The RQ and Dramatiq plugins keep their context under their own
-key (``job.meta["jobtrace"]``, ``message.options["jobtrace"]``) and look
-for no other tracer.
+key (``job.meta["jobtrace"]``, ``message.options["jobtrace"]``), look for
+Sentry's integration (and ddtrace, for RQ) at the first enqueue and at
+worker start, and log one WARNING per tracer found.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ _HANDLING = {
     "context under jobtrace_* headers, so that neither overwrites the "
     "other's, and logs one WARNING per tracer",
     "rq": 'jobtrace keeps its trace context in job.meta["jobtrace"], apart '
-    "from the other tracer's, and does not look for other tracers",
+    "from the other tracer's. It looks for Sentry's integration and ddtrace "
+    "at the first enqueue and at worker start, and logs one WARNING for each",
     "dramatiq": 'jobtrace keeps its trace context in message.options["jobtrace"], '
-    "apart from the other tracer's, and does not look for other tracers",
+    "apart from the other tracer's. It looks for Sentry's integration at the "
+    "first enqueue and at worker start, and logs one WARNING if it is active",
 }
 
 
