@@ -67,9 +67,10 @@ class Tracing(Middleware):
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         if self._enabled and self.switched_on:
-            with _BEFORE_ENQUEUE:
-                if not _overlap_checked:
+            if not _overlap_checked:
+                with _OVERLAP:
                     _check_overlap()
+            with _BEFORE_ENQUEUE:
                 _sends.begin(message)
 
     def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
@@ -155,7 +156,8 @@ def _start_worker() -> None:
     jobtrace.mark_worker()
     jobtrace.tracer()
     if not _overlap_checked:
-        _check_overlap()
+        with _OVERLAP:
+            _check_overlap()
 
 
 def _check_overlap() -> None:
@@ -210,3 +212,4 @@ _SKIP = Guard("dramatiq.after_skip_message")
 _NACK = Guard("dramatiq.after_nack")
 _BOOT = Guard("dramatiq.worker_boot")
 _SHUTDOWN = Guard("dramatiq.worker_shutdown")
+_OVERLAP = Guard("dramatiq.check_other_tracers")

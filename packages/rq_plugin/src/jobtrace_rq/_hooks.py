@@ -96,6 +96,9 @@ def _send(
             _record_eta(active[1], eta)
         return wrapped(*args, **kwargs)
 
+    if not _overlap_checked:
+        with _OVERLAP:
+            _check_overlap()
     handle = token = None
     with _BEGIN_SEND:
         handle, carrier = _begin_send(job, queue, eta, retry, attempt)
@@ -116,8 +119,6 @@ def _begin_send(
 ) -> tuple[jobtrace.SendHandle, dict[str, Any]]:
     # ``attempt`` is the next run's attempt number when the caller sets it,
     # as for requeued and repeated jobs. A retry's number is computed here.
-    if not _overlap_checked:
-        _check_overlap()
     carrier: dict[str, Any] = {}
     if retry:
         attempt = next_attempt(job)
@@ -249,6 +250,7 @@ def _wrapped_work(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     with _WORK:
         jobtrace.mark_worker()
         jobtrace.tracer()
+    with _OVERLAP:
         _check_overlap()
     try:
         return wrapped(*args, **kwargs)
@@ -326,6 +328,7 @@ _BEGIN_RUN = Guard("rq.perform_job.begin")
 _END_RUN = Guard("rq.perform_job.end")
 _HANDLE_EXCEPTION = Guard("rq.handle_exception")
 _WORK = Guard("rq.work")
+_OVERLAP = Guard("rq.check_other_tracers")
 _FORK = Guard("rq.fork_work_horse")
 
 _WORKER_WRAPPERS = (

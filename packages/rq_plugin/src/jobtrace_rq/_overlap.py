@@ -33,7 +33,11 @@ def _sentry_active() -> bool:
     from sentry_sdk.integrations.rq import RqIntegration
     from sentry_sdk.tracing_utils import has_tracing_enabled
 
-    client = sentry_sdk.get_client()
+    # sentry-sdk 1.x has no get_client().
+    get_client = getattr(sentry_sdk, "get_client", None)
+    if get_client is None:
+        return False
+    client = get_client()
     integration = client.get_integration(RqIntegration)
     return integration is not None and has_tracing_enabled(client.options)
 
