@@ -76,9 +76,14 @@ def read_settings(
     logger = logging.getLogger(_settings.__name__)
     logger.addHandler(captured)
     propagate, logger.propagate = logger.propagate, False
+    # An imported app may have raised the root logger's level (Celery's
+    # start_worker() sets ERROR), which would drop the warnings unseen.
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
         current = _settings.Settings.from_env(environ)
     finally:
+        logger.setLevel(level)
         logger.propagate = propagate
         logger.removeHandler(captured)
 
