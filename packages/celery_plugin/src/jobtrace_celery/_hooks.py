@@ -51,9 +51,9 @@ _STATE_OUTCOMES = {
 def _on_before_task_publish(
     sender: Any = None, body: Any = None, headers: Any = None, **kwargs: Any
 ) -> None:
+    if not _overlap_checked:
+        _check_overlap()
     with _BEFORE_PUBLISH:
-        if not _overlap_checked:
-            _check_overlap()
         if not isinstance(headers, dict):
             return
         fields = body if isinstance(body, dict) and "task" in body else headers
@@ -87,9 +87,11 @@ def _wrapped_send_task(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
 
 
 def _check_overlap() -> None:
+    # A guard of its own, so that an error while looking costs no span.
     global _overlap_checked
     _overlap_checked = True
-    _overlap.check()
+    with _OVERLAP:
+        _overlap.check()
 
 
 def _take_pending_send() -> jobtrace.SendHandle | None:
@@ -99,9 +101,9 @@ def _take_pending_send() -> jobtrace.SendHandle | None:
 
 
 def _on_task_prerun(task_id: Any = None, task: Any = None, **kwargs: Any) -> None:
+    if not _overlap_checked:
+        _check_overlap()
     with _PRERUN:
-        if not _overlap_checked:
-            _check_overlap()
         request = task.request
         job = job_from_request(task.name, request)
         run = jobtrace.begin_run(
@@ -194,8 +196,9 @@ def _on_worker_init(**kwargs: Any) -> None:
     # the imported exporter, instead of paying for it in its first job.
     # Each prefork child then hands its spans to this process through a
     # pipe, so a killed child loses none and a recycled one exits at once.
-    with _WORKER_INIT:
+    with _OVERLAP:
         _overlap.check()
+    with _WORKER_INIT:
         jobtrace.mark_worker()
         jobtrace.tracer()
         jobtrace.pipe_forks()
@@ -223,6 +226,7 @@ _POSTRUN = Guard("celery.task_postrun")
 _WORKER_INIT = Guard("celery.worker_init")
 _PROCESS_SHUTDOWN = Guard("celery.worker_process_shutdown")
 _WORKER_SHUTDOWN = Guard("celery.worker_shutdown")
+_OVERLAP = Guard("celery.check_other_tracers")
 
 _RECEIVERS = (
     (signals.before_task_publish, _on_before_task_publish),
@@ -253,7 +257,7 @@ def connect() -> None:
         signal.connect(receiver, weak=False, dispatch_uid=_uid(receiver))
     for module, cls, method, wrapper in _WRAPPERS:
         wrapt.wrap_function_wrapper(module, f"{cls}.{method}", wrapper)
-    with _WORKER_INIT:
+    with _OVERLAP:
         _overlap.check()
 
 

@@ -43,7 +43,11 @@ def _sentry_active() -> bool:
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
 
-    integration = sentry_sdk.get_client().get_integration(CeleryIntegration)
+    # sentry-sdk 1.x has no get_client().
+    get_client = getattr(sentry_sdk, "get_client", None)
+    if get_client is None:
+        return False
+    integration = get_client().get_integration(CeleryIntegration)
     return bool(integration is not None and integration.propagate_traces)
 
 
