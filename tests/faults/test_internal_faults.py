@@ -26,6 +26,9 @@ import jobtrace_dramatiq
 import jobtrace_rq
 from jobtrace import _carrier, _guard, _metrics, _provider, signals
 from jobtrace._handoff import HandoffProcessor
+from jobtrace_celery import _overlap as celery_overlap
+from jobtrace_dramatiq import _overlap as dramatiq_overlap
+from jobtrace_rq import _overlap as rq_overlap
 
 from .inprocess import RUNNERS, Runner, Seen, make_runner
 
@@ -67,6 +70,13 @@ def _failing_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
     signals.job_started.connect(_raising_receiver, weak=False)
 
 
+def _failing_tracer_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each plugin looks for other tracers when it is instrumented or sees
+    # its first enqueue, run or worker start.
+    for module in (celery_overlap, rq_overlap, dramatiq_overlap):
+        monkeypatch.setattr(module, "check", raise_injected)
+
+
 FAULTS: dict[str, Inject] = {
     "begin_send": _patch(jobtrace, "begin_send"),
     "end_send": _patch(jobtrace, "end_send"),
@@ -79,8 +89,14 @@ FAULTS: dict[str, Inject] = {
     "processor-on-start": _patch(SimpleSpanProcessor, "on_start"),
     "processor-on-end": _patch(SimpleSpanProcessor, "on_end"),
     "signal-receiver": _failing_receiver,
+    "other-tracer-check": _failing_tracer_checks,
 }
 
+
+#: Faults outside the span path: every send and run still gets its span.
+SPANS_INTACT = {"other-tracer-check"}
+#: Sends and runs of the three jobs: the retried job sends and runs twice.
+SPANS_PER_KIND = 4
 
 #: Functions that a host's plugin does not call, by host. The Dramatiq
 #: plugin passes a run's exception to end_run instead of record_error.
@@ -148,3 +164,7 @@ def test_internal_error_changes_nothing(
     assert sum(kinds.values()) >= len(kinds)
     assert not trace.get_current_span().get_span_context().is_valid
     assert jobtrace.current_job() is None
+    if fault in SPANS_INTACT:
+        names = [span.name for span in memory.get_finished_spans()]
+        assert sum(n.startswith("send ") for n in names) == SPANS_PER_KIND, names
+        assert sum(n.startswith("process ") for n in names) == SPANS_PER_KIND, names
