@@ -71,8 +71,8 @@ def _failing_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _failing_tracer_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Each plugin looks for other tracers when it is instrumented or sees
-    # its first enqueue, run or worker start.
+    # Each plugin looks for other tracers at instrument(), at its first
+    # enqueue or run, or when a worker starts.
     for module in (celery_overlap, rq_overlap, dramatiq_overlap):
         monkeypatch.setattr(module, "check", raise_injected)
 
