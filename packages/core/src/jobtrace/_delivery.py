@@ -162,8 +162,8 @@ class ExportHealth:
     def count_queued(self, *, overflowed: bool) -> None:
         """Count a span handed to the batch processor.
 
-        ``overflowed`` is true when the queue was full, so the processor
-        dropped its oldest span to make room.
+        ``overflowed`` is true when the queue was full, so the span was
+        dropped.
         """
         with self._lock:
             self.queued += 1
@@ -237,8 +237,8 @@ class ExportHealth:
 class CountingProcessor(SpanProcessor):
     """Counts the spans handed to a ``BatchSpanProcessor`` in ``health``.
 
-    A full queue makes the batch processor log a WARNING per span. Those
-    lines are held back, because the count replaces them.
+    A span that finds the queue full is dropped and counted, without the
+    WARNING per span that the batch processor would log.
 
     On a thread inside :func:`waiting_for_room`, a full queue makes
     ``on_end`` wait until the processor's export takes a batch off it, for
@@ -266,10 +266,11 @@ class CountingProcessor(SpanProcessor):
             self._stalled = full
         if self.health is not None:
             self.health.count_queued(overflowed=full)
+        # A span that finds the queue full is dropped here. The batch
+        # processor would drop its oldest span instead, after logging a
+        # WARNING through the logging machinery for every such span, which
+        # costs each job's thread more while a collector is down.
         if not full:
-            self.batch.on_end(span)
-            return
-        with quiet_logs():
             self.batch.on_end(span)
 
     def _wait_for_room(self) -> bool:
