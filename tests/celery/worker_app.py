@@ -37,6 +37,10 @@ if "sentry" in _others:
         traces_sample_rate=1.0,
         integrations=[CeleryIntegration()],
     )
+if "ddtrace" in _others:
+    import ddtrace
+
+    ddtrace.patch(celery=True)
 
 
 @signals.job_started.connect
@@ -114,7 +118,15 @@ def headers(self: Any) -> dict[str, Any]:
     nested = layers[0].get("headers")
     if isinstance(nested, dict):
         layers.append(nested)
-    names = ("traceparent", "jobtrace_traceparent", "sentry-trace", "baggage")
+    names = (
+        "traceparent",
+        "tracestate",
+        "jobtrace_traceparent",
+        "sentry-trace",
+        "baggage",
+        "x-datadog-trace-id",
+        "x-datadog-parent-id",
+    )
     found: dict[str, Any] = {}
     for name in names:
         found[name] = next(

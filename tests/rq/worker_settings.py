@@ -32,6 +32,11 @@ if "sentry" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
         traces_sample_rate=1.0,
         integrations=[RqIntegration()],
     )
+# The ddtrace test runs Datadog's RQ integration beside jobtrace.
+if "ddtrace" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
+    import ddtrace
+
+    ddtrace.patch(rq=True)
 
 # The auto-instrumentation test leaves this to opentelemetry-instrument.
 if os.environ.get("TEST_INSTRUMENT", "1") == "1":
