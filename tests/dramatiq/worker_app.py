@@ -39,6 +39,11 @@ if "sentry" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
         traces_sample_rate=1.0,
         integrations=[DramatiqIntegration()],
     )
+# The ddtrace test runs Datadog's Dramatiq integration beside jobtrace.
+if "ddtrace" in os.environ.get("TEST_OTHER_TRACERS", "").split(","):
+    import ddtrace
+
+    ddtrace.patch(dramatiq=True)
 
 broker = build_broker(os.environ["TEST_BROKER_URL"], os.environ["TEST_NAMESPACE"])
 broker.add_middleware(CurrentMessage())

@@ -1,4 +1,4 @@
-"""Run Celery and RQ jobs with ddtrace and jobtrace both tracing them.
+"""Run Celery, RQ and Dramatiq jobs with ddtrace and jobtrace both tracing.
 
 ``tests/faults/test_ddtrace.py`` runs this module inside a fresh network
 namespace, whose only interface is loopback, because ddtrace's writer and
@@ -31,7 +31,7 @@ from jobtrace._receiver import OtlpReceiver
 from tests.celery import workers as celery_workers
 from tests.rq import workers as rq_workers
 
-from .hosts import WAIT, CeleryHost, RQHost
+from .hosts import WAIT, CeleryHost, DramatiqHost, RQHost
 
 # A new network namespace has no listener at all, so Redis takes its usual
 # port there, which the Celery helpers use for results.
@@ -118,6 +118,28 @@ print(json.dumps({
     "flaky": flaky.return_value(),
     "meta": added.meta,
 }))
+jobtrace.shutdown()
+ddtrace.tracer.flush()
+"""
+
+DRAMATIQ_PRODUCER = """
+import json, logging, os
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+import ddtrace
+ddtrace.patch(dramatiq=True)
+import jobtrace, jobtrace_dramatiq
+from tests.dramatiq import actors
+from tests.dramatiq.workers import build_broker
+broker = build_broker(os.environ["TEST_BROKER_URL"], os.environ["TEST_NAMESPACE"])
+jobtrace_dramatiq.instrument(broker)
+declared = actors.declare(broker, os.environ["TEST_QUEUE"])
+sent = {
+    "show_options": declared.show_options.send(),
+    "add": declared.add.send(2, 3),
+    "fail": declared.fail.send(),
+    "fail_twice": declared.fail_twice.send(),
+}
+print(json.dumps({"ids": {name: message.message_id for name, message in sent.items()}}))
 jobtrace.shutdown()
 ddtrace.tracer.flush()
 """
@@ -256,7 +278,8 @@ def _plain_span(span: dict[str, Any]) -> dict[str, Any]:
         "meta": {
             key: value
             for key, value in meta.items()
-            if key in ("celery.id", "job.id", "celery.state", "job.status")
+            if key
+            in ("celery.id", "job.id", "celery.state", "job.status", "actor.name")
         },
     }
 
@@ -368,6 +391,24 @@ def run_rq(receiver: OtlpReceiver, record: AgentRecord, tmp: Path) -> Any:
     return result
 
 
+def run_dramatiq(receiver: OtlpReceiver, record: AgentRecord, tmp: Path) -> Any:
+    """Send messages from a producer to a worker process, both with ddtrace."""
+    from tests.dramatiq import workers as dramatiq_workers
+
+    host = DramatiqHost(REDIS_URL)
+    env = {"TEST_OTHER_TRACERS": "ddtrace"}
+    with host.worker(receiver, tmp / "dramatiq.log", env) as worker:
+        producer_env = dramatiq_workers.worker_env(receiver, host.target)
+        producer_env.update(env)
+        result = _produce(DRAMATIQ_PRODUCER, producer_env)
+        # fail_twice runs three times, so six runs in all.
+        receiver.wait_for_spans(6, timeout=WAIT, name_prefix="process ")
+        _wait_for_agent(record, {"dramatiq.Actor.send_with_options": 4})
+        worker.stop()
+        result["worker_log"] = worker.log_text()
+    return result
+
+
 def _plain_otlp(receiver: OtlpReceiver) -> list[dict[str, Any]]:
     return [
         {
@@ -379,7 +420,7 @@ def _plain_otlp(receiver: OtlpReceiver) -> list[dict[str, Any]]:
             "attributes": {
                 key: value
                 for key, value in span.attributes.items()
-                if isinstance(value, (str, int, float, bool))
+                if isinstance(value, (str, int, float, bool, list))
             },
         }
         for span in receiver.spans()
@@ -403,7 +444,8 @@ def main(out_path: str) -> None:
         fake_agent() as (agent_url, record),
     ):
         os.environ["DD_TRACE_AGENT_URL"] = agent_url
-        for name, run in (("celery", run_celery), ("rq", run_rq)):
+        hosts = (("celery", run_celery), ("rq", run_rq), ("dramatiq", run_dramatiq))
+        for name, run in hosts:
             with OtlpReceiver() as receiver:
                 try:
                     result[name] = run(receiver, record, Path(tmp))

@@ -1,4 +1,4 @@
-"""jobtrace shares Celery and RQ workers with a real, running ddtrace.
+"""jobtrace shares Celery, RQ and Dramatiq workers with a running ddtrace.
 
 ddtrace's writer and telemetry could send to addresses that a test cannot
 control from Python, so ``ddtrace_scenario`` runs inside a new network
@@ -265,3 +265,44 @@ def test_rq_warns_once(scenario: dict[str, Any]) -> None:
     assert len(_warnings(rq["log"], "RQ")) == 1
     assert len(_warnings(rq["worker_log"], "RQ")) == 1
     assert "DD_TRACE_RQ_ENABLED=false" in rq["log"]
+
+
+def test_dramatiq_runs_unchanged(scenario: dict[str, Any]) -> None:
+    """Outcomes and retries are as without any tracer."""
+    dramatiq = scenario["dramatiq"]
+    ids = dramatiq["ids"]
+
+    assert _outcomes(dramatiq, "process add", ids["add"]) == ["success"]
+    assert _outcomes(dramatiq, "process fail", ids["fail"]) == ["failure"]
+    assert sorted(_outcomes(dramatiq, "process fail_twice", ids["fail_twice"])) == [
+        "retry",
+        "retry",
+        "success",
+    ]
+
+
+def test_dramatiq_send_spans_only(scenario: dict[str, Any]) -> None:
+    """ddtrace traces each send, and adds nothing to the message.
+
+    ddtrace 4.16 wraps only ``Actor.send_with_options`` for Dramatiq, so
+    the run has one trace, jobtrace's, and its context arrives alone.
+    """
+    dramatiq = scenario["dramatiq"]
+    job_id = dramatiq["ids"]["show_options"]
+    own_send = _one_span(dramatiq, "send show_options", job_id)
+    own_run = _one_span(dramatiq, "process show_options", job_id)
+    sends = _agent_spans(scenario, "dramatiq.Actor.send_with_options")
+    names = sorted(span["meta"]["actor.name"] for span in sends)
+
+    assert names == sorted(dramatiq["ids"])
+    assert all(span["parent_id"] == "0" * 16 for span in sends)
+    assert own_run["attributes"]["test.options"] == ["jobtrace", "redis_message_id"]
+    assert own_run["links"] == [[own_send["trace_id"], own_send["span_id"]]]
+
+
+def test_dramatiq_no_warning(scenario: dict[str, Any]) -> None:
+    """jobtrace does not warn, because the runs are traced once."""
+    dramatiq = scenario["dramatiq"]
+
+    assert "also traces" not in dramatiq["log"]
+    assert "also traces" not in dramatiq["worker_log"]
