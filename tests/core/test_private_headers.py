@@ -71,8 +71,9 @@ def test_ddtrace_patch_detected(
 ) -> None:
     """A Celery class that ddtrace marked as patched turns private headers on.
 
-    ddtrace itself is not a test dependency, so the test sets the marker
-    that ddtrace 4.16's patch_app() sets.
+    ddtrace's patching would last for the rest of the test session, so the
+    test sets only the marker that ddtrace 4.16's patch_app() sets.
+    tests/faults/test_ddtrace.py runs the real ddtrace.
     """
     import sys
     import types
@@ -104,8 +105,8 @@ def test_ddtrace_rq_marker_warns_once(
     """An rq module that ddtrace marked as patched gets one warning.
 
     RQ's carrier lives under its own meta key, so the headers stay as they
-    are. ddtrace is not a test dependency, so the test sets the marker
-    that ddtrace 4.16's patch() sets.
+    are. ddtrace's patching would last for the rest of the test session,
+    so the test sets only the marker that ddtrace 4.16's patch() sets.
     """
     import sys
     import types

@@ -446,6 +446,7 @@ def main(out_path: str) -> None:
         os.environ["DD_TRACE_AGENT_URL"] = agent_url
         hosts = (("celery", run_celery), ("rq", run_rq), ("dramatiq", run_dramatiq))
         for name, run in hosts:
+            host_started = time.monotonic()
             with OtlpReceiver() as receiver:
                 try:
                     result[name] = run(receiver, record, Path(tmp))
@@ -453,6 +454,7 @@ def main(out_path: str) -> None:
                     result["error"] = traceback.format_exc()
                     result.setdefault(name, {})
                 result[name]["otlp"] = _plain_otlp(receiver)
+            result[name]["seconds"] = time.monotonic() - host_started
             if "error" in result:
                 break
         with record.lock:
