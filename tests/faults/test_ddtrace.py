@@ -62,8 +62,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # The scenario sets every ddtrace option that it needs, and an inherited
     # one such as DD_TRACE_ENABLED=false would change what it tests.
     env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    # With its own PID namespace, every process of the scenario dies with
+    # unshare when the timeout kills it.
+    command = [
+        "unshare", "--net", "--pid", "--fork", "--kill-child",
+        "sh", "-c", NAMESPACE_COMMAND, sys.executable, str(out_path),
+    ]  # fmt: skip
     finished = subprocess.run(
-        ["unshare", "-n", "sh", "-c", NAMESPACE_COMMAND, sys.executable, out_path],
+        command,
         cwd=ROOT,
         env=env,
         capture_output=True,
