@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from jobtrace import _delivery, _provider
-from jobtrace._delivery import CountingProcessor
+from jobtrace._delivery import CountingProcessor, ExportHealth
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._provider import _TrackedExporter
 from jobtrace._receiver import Fault, OtlpReceiver
@@ -263,3 +263,31 @@ def test_env_headers_never_logged(
     assert receiver.faulted_requests >= 4
     for record in caplog.records:
         assert SECRET not in record.getMessage(), record.name
+
+
+def test_overflow_logged_while_exports_succeed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Spans dropped over the queue limit get one line, at most once a minute."""
+    health = ExportHealth("http://127.0.0.1:1/v1/traces")
+    with caplog.at_level(logging.WARNING, logger="jobtrace"):
+        for _ in range(100):
+            health.count_queued(overflowed=True)
+        health.count_export(512, succeeded=True, reason=None)
+        for _ in range(7):
+            health.count_queued(overflowed=True)
+        health.count_export(512, succeeded=True, reason=None)
+
+    lines = [
+        r.getMessage() for r in caplog.records if "queue was full" in r.getMessage()
+    ]
+    assert lines == [lines[0]]
+    assert "dropped 100 spans" in lines[0]
+    assert "OTEL_BSP_MAX_QUEUE_SIZE" in lines[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="jobtrace"):
+        health.report()
+    # The 7 spans after the line come out at shutdown.
+    assert "dropped 107 of 107 spans" in caplog.text
+    assert health.dropped == 107

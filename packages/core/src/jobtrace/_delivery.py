@@ -37,10 +37,9 @@ QUIETED_LOGGERS = (
     "opentelemetry.trace.span",
 )
 
-#: The maximum time a span handed over from a forked child waits for room
-#: in a full batch queue. One export of a batch to a working collector
-#: takes far less.
-ROOM_WAIT_SECONDS = 0.5
+#: Seconds between two lines about spans dropped over the queue limit
+#: while exports succeed.
+OVERFLOW_LINE_SECONDS = 60.0
 
 _quiet = threading.local()
 _waiting = threading.local()
@@ -142,6 +141,8 @@ class ExportHealth:
         self.unsent = 0
         # Spans dropped since the last line that reported a count.
         self._unreported = 0
+        # When the next line about spans over the queue limit may be logged.
+        self._next_overflow_line = 0.0
         self._failing = False
         self.reason: str | None = None
         if hasattr(os, "register_at_fork"):
@@ -151,8 +152,14 @@ class ExportHealth:
         self._lock = threading.Lock()
         self.queued = self.exported = self.failed = self.overflowed = 0
         self.unsent = self._unreported = 0
+        self._next_overflow_line = 0.0
         self._failing = False
         self.reason = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last export failed."""
+        return self._failing
 
     @property
     def dropped(self) -> int:
@@ -173,12 +180,20 @@ class ExportHealth:
 
     def count_export(self, spans: int, succeeded: bool, reason: str | None) -> None:
         """Count one export of ``spans`` spans, logging a change of state."""
+        overflowed = 0
         with self._lock:
             if succeeded:
                 self.exported += spans
                 recovered, self._failing = self._failing, False
-                dropped, self._unreported = self._unreported, 0
                 started = False
+                dropped = 0
+                now = time.monotonic()
+                if recovered:
+                    dropped, self._unreported = self._unreported, 0
+                elif self._unreported and now >= self._next_overflow_line:
+                    # Exports work, so these spans found the queue full.
+                    overflowed, self._unreported = self._unreported, 0
+                    self._next_overflow_line = now + OVERFLOW_LINE_SECONDS
             else:
                 self.failed += spans
                 self._unreported += spans
@@ -199,6 +214,16 @@ class ExportHealth:
                 "while it failed",
                 self.endpoint or "the collector",
                 dropped,
+            )
+        elif overflowed:
+            log.warning(
+                "jobtrace dropped %d spans because the batch queue was full: "
+                "spans end faster than %s takes them. Raise "
+                "OTEL_BSP_MAX_QUEUE_SIZE or OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "
+                "or lower JOBTRACE_MAX_SPANS_PER_TRACE; jobtrace logs this at "
+                "most once a minute",
+                overflowed,
+                self.endpoint or "the collector",
             )
 
     def count_unsent(self) -> None:
@@ -241,17 +266,23 @@ class CountingProcessor(SpanProcessor):
     WARNING per span that the batch processor would log.
 
     On a thread inside :func:`waiting_for_room`, a full queue makes
-    ``on_end`` wait until the processor's export takes a batch off it, for
-    at most :data:`ROOM_WAIT_SECONDS`. Once a wait timed out, spans are
-    dropped without waiting until the queue has room again, so a
-    collector that never responds costs one wait per export timeout.
+    ``on_end`` wait until the processor's export takes a batch off it, while
+    the last export succeeded. A wait lasts at most ``room_wait`` seconds,
+    about one export timeout: once a wait timed out, or an export failed,
+    spans are dropped without waiting until exports work again, so a
+    collector that stops responding costs one wait.
     """
 
     def __init__(
-        self, batch: SpanProcessor, health: ExportHealth | None = None
+        self,
+        batch: SpanProcessor,
+        health: ExportHealth | None = None,
+        *,
+        room_wait: float = 5.0,
     ) -> None:
         self.batch = batch
         self.health = health
+        self.room_wait = room_wait
         self._stalled = False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -262,8 +293,11 @@ class CountingProcessor(SpanProcessor):
         if not full:
             self._stalled = False
         elif getattr(_waiting, "active", False) and not self._stalled:
-            full = not self._wait_for_room()
-            self._stalled = full
+            if self.health is not None and self.health.failing:
+                self._stalled = True
+            else:
+                full = not self._wait_for_room()
+                self._stalled = full
         if self.health is not None:
             self.health.count_queued(overflowed=full)
         # A span that finds the queue full is dropped here. The batch
@@ -274,11 +308,13 @@ class CountingProcessor(SpanProcessor):
             self.batch.on_end(span)
 
     def _wait_for_room(self) -> bool:
-        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        deadline = time.monotonic() + self.room_wait
         while time.monotonic() < deadline:
             time.sleep(0.001)
             if not queue_full(self.batch):
                 return True
+            if self.health is not None and self.health.failing:
+                return False
         return False
 
     def shutdown(self) -> None:

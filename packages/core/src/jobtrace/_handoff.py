@@ -76,7 +76,7 @@ _TOKEN = struct.Struct("!Q")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: The minimum of :func:`max_open_pipes`, and its value when the limit on
 #: open files is unknown.
-MAX_OPEN_PIPES = 64
+MAX_OPEN_PIPES = 16
 #: The maximum of :func:`max_open_pipes`.
 _PIPES_CAP = 1024
 #: Linux grows a pipe's buffer up to /proc/sys/fs/pipe-max-size (1 MiB by
@@ -318,8 +318,9 @@ def open_span_pipe() -> SpanPipe | None:
 def max_open_pipes() -> int:
     """Return how many children's pipes a parent keeps open at once.
 
-    Each pipe takes two descriptors in the parent, so the pipes get at most
-    a quarter of the soft limit on open files, between 64 and 1024 pipes.
+    Each pipe takes two descriptors in the parent, and the pipes get at
+    most a quarter of the soft limit on open files, so the limit is an
+    eighth of it, between 16 and 1024 pipes.
     The limit also bounds the descriptors kept by a grandchild that keeps
     a write end open after its parent exited.
     """
@@ -331,7 +332,7 @@ def max_open_pipes() -> int:
         return MAX_OPEN_PIPES
     if soft == resource.RLIM_INFINITY:
         return _PIPES_CAP
-    return max(MAX_OPEN_PIPES, min(_PIPES_CAP, soft // 4))
+    return max(MAX_OPEN_PIPES, min(_PIPES_CAP, soft // 8))
 
 
 def _warn_pipes_full() -> None:
@@ -677,7 +678,6 @@ class _Collector:
             os.close(stream.ack_fd)
         self._streams.clear()
         self._selector.close()
-        self._flusher.forget()
 
     def _run(self) -> None:
         while not self._closed:
@@ -788,7 +788,7 @@ class _Collector:
     def _close(self, fd: int) -> None:
         stream = self._streams.pop(fd, None)
         if stream is not None:
-            self._flusher.close_later(stream)
+            self._flusher.close(stream)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
         os.close(fd)
@@ -804,36 +804,27 @@ class _Flusher:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[_Stream, bytes | None]] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[_Stream, bytes]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        # Confirmation pipes of exited children, still open for the
-        # requests queued before their exit.
-        self._closing: set[int] = set()
+        # Held while a confirmation is written or its pipe closed, so that
+        # a write never reaches a descriptor number that was reused.
+        self._lock = threading.Lock()
 
     def request(self, stream: _Stream, token: bytes) -> None:
-        self._put(stream, token)
-
-    def close_later(self, stream: _Stream) -> None:
-        # The confirmation pipe closes after the requests queued before it.
-        self._closing.add(stream.ack_fd)
-        self._put(stream, None)
-
-    def forget(self) -> None:
-        """Close the confirmation pipes waiting to close, in a forked child."""
-        for fd in list(self._closing):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._closing.clear()
-
-    def _put(self, stream: _Stream, token: bytes | None) -> None:
         self._queue.put((stream, token))
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="jobtrace-child-flush", daemon=True
             )
             self._thread.start()
+
+    def close(self, stream: _Stream) -> None:
+        """Close a confirmation pipe: its child has exited or closed its end."""
+        with self._lock:
+            fd, stream.ack_fd = stream.ack_fd, -1
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _run(self) -> None:
         while True:
@@ -843,22 +834,15 @@ class _Flusher:
             with _FLUSHER:
                 self._serve(waiting)
 
-    def _serve(self, waiting: list[tuple[_Stream, bytes | None]]) -> None:
-        processors = {
-            id(stream.processor): stream.processor
-            for stream, token in waiting
-            if token is not None
-        }
+    def _serve(self, waiting: list[tuple[_Stream, bytes]]) -> None:
+        processors = {id(stream.processor): stream.processor for stream, _ in waiting}
         for processor in processors.values():
             processor.processor.force_flush(_flush_millis())
-        for stream, token in waiting:
-            if token is None:
-                self._closing.discard(stream.ack_fd)
-                with contextlib.suppress(OSError):
-                    os.close(stream.ack_fd)
-                continue
-            with contextlib.suppress(OSError):
-                os.write(stream.ack_fd, token)
+        with self._lock:
+            for stream, token in waiting:
+                if stream.ack_fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.write(stream.ack_fd, token)
 
 
 def _flush_millis() -> int:

@@ -198,8 +198,12 @@ def _chain(
     # that exports: for a forked child's spans, the parent. The count of
     # queued spans sits right above the batch processor, so that spans the
     # budget drops on purpose never count as dropped by the export.
+    # One export lasts at most its timeout, by default the flush limit, so a
+    # longer wait for room in the queue means the export is stuck.
     processor: SpanProcessor = _delivery.CountingProcessor(
-        BatchSpanProcessor(exporter), health
+        BatchSpanProcessor(exporter),
+        health,
+        room_wait=settings().flush_timeout + 1.0,
     )
     return _wrap(processor, resource)
 
@@ -461,7 +465,10 @@ def _run_bounded(
 
     threading.Thread(target=run, name=f"jobtrace-{what}", daemon=True).start()
     if not done.wait(limit):
-        log.warning("jobtrace %s did not finish within %.1f s", what, limit)
+        # A child that hands its spans over has only asked the worker to
+        # export, and the worker logs the export failures itself.
+        level = logging.DEBUG if _handoff.sends_to_parent() else logging.WARNING
+        log.log(level, "jobtrace %s did not finish within %.1f s", what, limit)
         # The export may still be running when this process exits, so the
         # timeout itself is what tells the next flush the collector is slow.
         if _exporter is not None:
