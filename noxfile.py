@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests", "lint", "mypy"]
+nox.options.sessions = ["tests-3.11", "lint", "mypy"]
 
 PACKAGES = (
     "packages/core",
@@ -36,6 +40,79 @@ BENCH_TOOLS = (
 )
 LINT_PATHS = ("packages", "tests", "benchmarks", "examples", "noxfile.py")
 
+# Every Python release that jobtrace supports, oldest first.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+# The oldest release of everything jobtrace supports, pinned one by one,
+# so that the resolver cannot lift any of them. The OpenTelemetry pins are
+# the floors declared in packages/core/pyproject.toml and in the adapters'
+# pyproject.toml files (opentelemetry-instrumentation).
+OLDEST_OTEL = (
+    "opentelemetry-api==1.35.0",
+    "opentelemetry-sdk==1.35.0",
+    "opentelemetry-exporter-otlp-proto-http==1.35.0",
+    "opentelemetry-exporter-otlp-proto-common==1.35.0",
+    "opentelemetry-proto==1.35.0",
+    "opentelemetry-semantic-conventions==0.56b0",
+    "opentelemetry-instrumentation==0.56b0",
+)
+OLDEST_HOSTS = (
+    "celery[redis]==5.3.0",
+    "kombu==5.3.0",
+    "rq==1.16.0",
+    "dramatiq[rabbitmq,redis]==1.17.0",
+)
+NEWEST_OTEL = (
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-instrumentation",
+)
+
+# The core tests and the tests that start real worker processes of every
+# host. .ci/run passes the same paths to the oldest and newest sessions, so
+# that they cover every host in a few minutes.
+WORKER_TESTS = (
+    "tests/core",
+    "tests/celery/test_worker_processes.py",
+    "tests/rq/test_worker_processes.py",
+    "tests/dramatiq/test_worker_processes.py",
+)
+
+
+def _link_pyenv_pythons() -> None:
+    """Put pyenv's ``pythonX.Y`` executables on PATH for nox to find.
+
+    A pyenv shim runs only the versions that pyenv has activated, so nox
+    skips ``python3.10`` when the global version is 3.11. Linking each
+    installed version's executable into ``.nox/pythons`` makes every one
+    findable without changing what ``python`` or ``python3`` run.
+    """
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"), "versions")
+    links = Path(__file__).parent / ".nox" / "pythons"
+    for minor in PYTHONS:
+        pattern = re.compile(rf"{re.escape(minor)}\.(\d+)")
+        found = [
+            (int(match[1]), path)
+            for path in versions.glob(f"{minor}.*")
+            if (match := pattern.fullmatch(path.name))
+        ]
+        if not found:
+            continue
+        executable = max(found)[1] / "bin" / f"python{minor}"
+        if not executable.is_file():
+            continue
+        links.mkdir(parents=True, exist_ok=True)
+        link = links / f"python{minor}"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(executable)
+    if links.is_dir():
+        os.environ["PATH"] = os.pathsep.join((str(links), os.environ["PATH"]))
+
+
+_link_pyenv_pythons()
+
 
 def _install_project(session: nox.Session, *extra: str) -> None:
     editable = [arg for package in PACKAGES for arg in ("-e", package)]
@@ -46,11 +123,42 @@ def _run_tests(session: nox.Session, *pytest_args: str) -> None:
     session.run("pytest", *pytest_args, *session.posargs)
 
 
-@nox.session(python="3.11")
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests on the newest supported releases."""
     _install_project(session, *DJANGO_TOOLS, *EXAMPLE_TOOLS)
     _run_tests(session)
+
+
+@nox.session(python=PYTHONS[0])
+def oldest(session: nox.Session) -> None:
+    """Run the tests on the oldest Python, hosts and OpenTelemetry supported.
+
+    Arguments after ``--`` replace the test paths, as in
+    ``nox -s oldest -- tests/core``.
+    """
+    _install_project(session, *OLDEST_HOSTS, *OLDEST_OTEL, *DJANGO_TOOLS)
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHONS[-1])
+def newest(session: nox.Session) -> None:
+    """Run the tests on the newest Python and the newest release of everything.
+
+    Arguments after ``--`` replace the test paths, as in
+    ``nox -s newest -- tests/core``.
+    """
+    _install_project(session, *NEWEST_OTEL, *DJANGO_TOOLS, "--upgrade")
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python="3.11")
+@nox.parametrize("opentelemetry", ["oldest", "newest"])
+def opentelemetry_versions(session: nox.Session, opentelemetry: str) -> None:
+    """Run the core and worker tests on the oldest and newest OpenTelemetry SDK."""
+    pins = OLDEST_OTEL if opentelemetry == "oldest" else NEWEST_OTEL
+    _install_project(session, *pins, "--upgrade")
+    session.run("pytest", *(session.posargs or WORKER_TESTS))
 
 
 @nox.session(python="3.11")
