@@ -1,4 +1,8 @@
-"""Test sessions. ``nox -l`` lists them; ``nox -s tests`` runs the main suite."""
+"""Test sessions. ``nox -l`` lists them.
+
+``nox -s tests-3.11`` runs the main suite on Python 3.11, and ``nox -s tests``
+on every supported Python.
+"""
 
 from __future__ import annotations
 
