@@ -44,13 +44,14 @@ BENCH_TOOLS = (
 )
 LINT_PATHS = ("packages", "tests", "benchmarks", "examples", "noxfile.py")
 
-# Every Python release that jobtrace supports, oldest first.
+# Every Python minor version that jobtrace supports, oldest first.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 # The oldest release of everything jobtrace supports, pinned one by one,
-# so that the resolver cannot lift any of them. The OpenTelemetry pins are
-# the floors declared in packages/core/pyproject.toml and in the adapters'
-# pyproject.toml files (opentelemetry-instrumentation).
+# so that the resolver cannot lift any of them. kombu 5.3.0 is the oldest
+# that Celery 5.3.0 accepts. The OpenTelemetry pins are the floors declared
+# in packages/core/pyproject.toml and, for opentelemetry-instrumentation, in
+# the adapters' pyproject.toml files.
 OLDEST_OTEL = (
     "opentelemetry-api==1.35.0",
     "opentelemetry-sdk==1.35.0",
@@ -74,8 +75,7 @@ NEWEST_OTEL = (
 )
 
 # The core tests and the tests that start real worker processes of every
-# host. .ci/run passes the same paths to the oldest and newest sessions, so
-# that they cover every host in a few minutes.
+# host. .ci/run passes a part of them to the oldest and newest sessions.
 WORKER_TESTS = (
     "tests/core",
     "tests/celery/test_worker_processes.py",
@@ -106,11 +106,13 @@ def _link_pyenv_pythons() -> None:
         executable = max(found)[1] / "bin" / f"python{minor}"
         if not executable.is_file():
             continue
+        # A new link replaces the old one in one rename, so that nox runs
+        # started at the same time never see the name missing.
         links.mkdir(parents=True, exist_ok=True)
-        link = links / f"python{minor}"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(executable)
+        temporary = links / f".python{minor}.{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(executable)
+        os.replace(temporary, links / f"python{minor}")
     if links.is_dir():
         os.environ["PATH"] = os.pathsep.join((str(links), os.environ["PATH"]))
 
