@@ -34,6 +34,12 @@ TEST_TOOLS = (
 DJANGO_TOOLS = ("django>=4.2", "django-rq>=2.10", "django-dramatiq>=0.11")
 # For the test that runs examples/flask_shop.
 EXAMPLE_TOOLS = ("flask>=3.0", "opentelemetry-instrumentation-flask>=0.48b0")
+# The gRPC exporter and the other tracers that the doctor tests look for.
+DOCTOR_TOOLS = (
+    "opentelemetry-exporter-otlp-proto-grpc",
+    "opentelemetry-instrumentation-celery",
+    "sentry-sdk",
+)
 # The instrumentations the benchmark compares jobtrace with, and psutil for
 # the CPU time of a worker's process tree.
 BENCH_TOOLS = (
@@ -132,7 +138,7 @@ def _run_tests(session: nox.Session, *pytest_args: str) -> None:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests on the newest supported releases."""
-    _install_project(session, *DJANGO_TOOLS, *EXAMPLE_TOOLS)
+    _install_project(session, *DJANGO_TOOLS, *EXAMPLE_TOOLS, *DOCTOR_TOOLS)
     _run_tests(session)
 
 
@@ -143,7 +149,14 @@ def oldest(session: nox.Session) -> None:
     Arguments after ``--`` replace the test paths, as in
     ``nox -s oldest -- tests/core``.
     """
-    _install_project(session, *OLDEST_HOSTS, *OLDEST_OTEL, *DJANGO_TOOLS)
+    _install_project(
+        session,
+        *OLDEST_HOSTS,
+        *OLDEST_OTEL,
+        *DJANGO_TOOLS,
+        *EXAMPLE_TOOLS,
+        *DOCTOR_TOOLS,
+    )
     session.run("pytest", *(session.posargs or ["tests"]))
 
 
@@ -154,7 +167,9 @@ def newest(session: nox.Session) -> None:
     Arguments after ``--`` replace the test paths, as in
     ``nox -s newest -- tests/core``.
     """
-    _install_project(session, *NEWEST_OTEL, *DJANGO_TOOLS, "--upgrade")
+    _install_project(
+        session, *NEWEST_OTEL, *DJANGO_TOOLS, *EXAMPLE_TOOLS, *DOCTOR_TOOLS, "--upgrade"
+    )
     session.run("pytest", *(session.posargs or ["tests"]))
 
 
@@ -163,7 +178,7 @@ def newest(session: nox.Session) -> None:
 def opentelemetry_versions(session: nox.Session, opentelemetry: str) -> None:
     """Run the core and worker tests on the oldest and newest OpenTelemetry SDK."""
     pins = OLDEST_OTEL if opentelemetry == "oldest" else NEWEST_OTEL
-    _install_project(session, *pins, "--upgrade")
+    _install_project(session, *pins, *DOCTOR_TOOLS, "--upgrade")
     session.run("pytest", *(session.posargs or WORKER_TESTS))
 
 
