@@ -11,6 +11,8 @@ with the count when export works again or the process shuts down.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import re
@@ -169,8 +171,8 @@ class ExportHealth:
     def count_queued(self, *, overflowed: bool) -> None:
         """Count a span handed to the batch processor.
 
-        ``overflowed`` is true when the queue was full, so the span was
-        dropped.
+        ``overflowed`` is true when the queue was full, so the oldest span
+        was dropped to make room.
         """
         with self._lock:
             self.queued += 1
@@ -262,8 +264,9 @@ class ExportHealth:
 class CountingProcessor(SpanProcessor):
     """Counts the spans handed to a ``BatchSpanProcessor`` in ``health``.
 
-    A span that finds the queue full is dropped and counted, without the
-    WARNING per span that the batch processor would log.
+    A span that finds the queue full takes the place of the oldest one,
+    which is counted as dropped, without the WARNING per span that the
+    batch processor would log.
 
     On a thread inside :func:`waiting_for_room`, a full queue makes
     ``on_end`` wait until the processor's export takes a batch off it, while
@@ -300,12 +303,13 @@ class CountingProcessor(SpanProcessor):
                 self._stalled = full
         if self.health is not None:
             self.health.count_queued(overflowed=full)
-        # A span that finds the queue full is dropped here. The batch
-        # processor would drop its oldest span instead, after logging a
-        # WARNING through the logging machinery for every such span, which
-        # costs each job's thread more while a collector is down.
-        if not full:
-            self.batch.on_end(span)
+        if full:
+            # The oldest span makes room, as the batch processor would
+            # drop it, but without the WARNING that the processor logs for
+            # every such span, which costs each job's thread more while a
+            # collector is down.
+            drop_oldest(self.batch)
+        self.batch.on_end(span)
 
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self.room_wait
@@ -369,16 +373,33 @@ class MetricExportLog:
         )
 
 
+def _queue_of(processor: object) -> collections.deque[object] | None:
+    inner = getattr(processor, "_batch_processor", None)
+    # Releases before 1.34 keep the queue on the processor itself.
+    queue = getattr(inner, "_queue", None)
+    if queue is None:
+        queue = getattr(processor, "queue", None)
+    return queue if isinstance(queue, collections.deque) else None
+
+
 def queue_full(processor: object) -> bool:
     """Return whether the batch queue of a ``BatchSpanProcessor`` is full.
 
     The SDK keeps its queue private, so this returns False when the
     attribute it reads is missing in the installed SDK.
     """
-    inner = getattr(processor, "_batch_processor", None)
-    # Releases before 1.34 keep the queue on the processor itself.
-    queue = getattr(inner, "_queue", None) or getattr(processor, "queue", None)
-    maxlen = getattr(queue, "maxlen", None)
-    if queue is None or maxlen is None:
+    queue = _queue_of(processor)
+    if queue is None or queue.maxlen is None:
         return False
-    return bool(len(queue) >= maxlen)
+    return len(queue) >= queue.maxlen
+
+
+def drop_oldest(processor: object) -> None:
+    """Drop the oldest span in the batch queue of a ``BatchSpanProcessor``.
+
+    The processor appends on the left and exports from the right.
+    """
+    queue = _queue_of(processor)
+    if queue is not None:
+        with contextlib.suppress(IndexError):
+            queue.pop()
