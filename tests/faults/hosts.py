@@ -8,6 +8,7 @@ new host joins every fault test by adding a class to :data:`HOSTS`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -150,9 +151,11 @@ class Host(Protocol):
 
 
 def _stop_quietly(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    # Kills the worker's whole process group: pool children and work
+    # horses outlive a main process that exited or was killed.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class CeleryHost:
@@ -185,6 +188,9 @@ class CeleryHost:
                 cwd=celery_workers.HERE,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                # A group of its own, so that _stop_quietly also ends the
+                # children of a worker that did not stop.
+                start_new_session=True,
             )
         self.app = celery_workers.producer(self.broker_url, queue)
         try:
@@ -290,6 +296,9 @@ class RQHost:
                 cwd=rq_workers.ROOT,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                # A group of its own, so that _stop_quietly also ends the
+                # children of a worker that did not stop.
+                start_new_session=True,
             )
         try:
             yield Worker(process.pid, lambda: [log_path], process)
@@ -386,6 +395,9 @@ class DramatiqHost:
                 cwd=dramatiq_workers.ROOT,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                # A group of its own, so that _stop_quietly also ends the
+                # children of a worker that did not stop.
+                start_new_session=True,
             )
         try:
             yield Worker(process.pid, lambda: [log_path], process)
