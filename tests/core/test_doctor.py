@@ -18,6 +18,7 @@ from jobtrace._doctor import (
     _hosts,
     _masking,
     _processes,
+    _sdk,
     _tracers,
     collect,
     render,
@@ -81,6 +82,46 @@ class TestMasking:
         )
 
         assert masked == "tenant.pin=***,region=eu"
+
+    def test_url_signature_and_fragment(self) -> None:
+        """An Azure SAS signature and a fragment are masked, other values kept."""
+        masked = _masking.mask_url(
+            "https://a.blob.example/c?sv=2022&sig=S1G&code=C0DE&pwd=p#t0ken"
+        )
+
+        assert masked == "https://a.blob.example/c?sv=2022&sig=***&code=***&pwd=***#***"
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            *("sig", "signature", "code", "password", "pwd", "secret", "auth"),
+            *("access_token", "token", "key", "api_key", "apikey"),
+        ],
+    )
+    def test_url_secret_query_keys(self, key: str) -> None:
+        """Each common secret query key loses its value."""
+        masked = _masking.mask_url(f"http://c:4318/v1/traces?{key}=V4LUE&a=b")
+
+        assert masked == f"http://c:4318/v1/traces?{key}=***&a=b"
+
+    def test_short_words_only_whole(self) -> None:
+        """``sig`` and ``code`` mask a whole name only, not ``signal``."""
+        assert not _masking.is_secret_name("signal")
+        assert not _masking.is_secret_name("OTEL_EXPORTER_OTLP_COMPRESSION")
+        assert _masking.mask_url("http://c/?signal=x&encoding=y") == (
+            "http://c/?signal=x&encoding=y"
+        )
+
+    def test_message_masked_and_capped(self) -> None:
+        """An exception message loses URL secrets and is cut to a bounded length."""
+        message = "cannot reach redis://u:hunter2@h:6379/0 " + "x" * 1000
+
+        masked = _masking.mask_message(message)
+
+        assert "hunter2" not in masked
+        assert masked.startswith("cannot reach redis://u:***@h:6379/0 ")
+        assert len(masked) == _masking.MAX_MESSAGE
+        assert masked.endswith("...")
 
     def test_plain_values_unchanged(self) -> None:
         """Values without secrets pass unchanged."""
@@ -224,6 +265,17 @@ class TestResolve:
             findings[0].fix
         )
         assert [item.protocol for item in targets] == ["http/protobuf"]
+
+    def test_unclosed_ipv6_bracket(self) -> None:
+        """An endpoint that urllib cannot split is a problem naming the variable."""
+        targets, _ = _endpoint.resolve({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"})
+
+        findings = [_endpoint.probe(target, 1) for target in targets]
+
+        assert [finding.level for finding in findings] == ["problem", "problem"]
+        assert all(
+            "endpoint OTEL_EXPORTER_OTLP_ENDPOINT=" in item.message for item in findings
+        )
 
     def test_exporters_off(self) -> None:
         """With both exporters off, nothing is probed."""
@@ -547,3 +599,98 @@ def test_failing_check_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "The tracers check failed: KeyError" in failed[0].message
     assert any(item.section == "endpoint" for item in report.findings)
     assert report.exit_code == 1
+
+
+class TestSdkValues:
+    """OTEL_* values that the SDK rejects are problems, and ignored ones warnings."""
+
+    @staticmethod
+    def levels(environ: dict[str, str]) -> list[str]:
+        return [finding.level for finding in _sdk.check(environ)]
+
+    def test_defaults_pass(self) -> None:
+        """Unset and valid values give no finding."""
+        assert _sdk.check({}) == []
+        valid = {
+            "OTEL_PROPAGATORS": "tracecontext, baggage",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "4096",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.5",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        }
+        assert _sdk.check(valid) == []
+
+    def test_unknown_propagator(self) -> None:
+        """An unknown propagator is a problem that lists the valid names."""
+        [finding] = _sdk.check({"OTEL_PROPAGATORS": "tracecontext,bogus"})
+
+        assert finding.level == "problem"
+        assert "OTEL_PROPAGATORS names 'bogus'" in finding.message
+        assert "tracecontext" in str(finding.fix)
+        assert "baggage" in str(finding.fix)
+
+    @pytest.mark.parametrize(
+        "environ",
+        [
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "-5"},
+            {"OTEL_BSP_SCHEDULE_DELAY": "0"},
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "-1"},
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"},
+        ],
+    )
+    def test_batch_values_that_raise(
+        self, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Values that make the SDK's batch processor raise are problems."""
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+        )
+
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError):
+            BatchSpanProcessor(ConsoleSpanExporter())
+
+        assert self.levels(environ) == ["problem"]
+
+    def test_batch_value_not_integer(self) -> None:
+        """A batch value that is not an integer falls back, so it warns."""
+        [finding] = _sdk.check({"OTEL_BSP_EXPORT_TIMEOUT": "soon"})
+
+        assert finding.level == "warning"
+        assert "uses 30000" in finding.message
+
+    @pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+    def test_export_timeout(self, value: str) -> None:
+        """A timeout that is not a positive number is a problem."""
+        [finding] = _sdk.check({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": value})
+
+        assert finding.level == "problem"
+        assert "JOBTRACE_FLUSH_TIMEOUT" in finding.message
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_TRACES_SAMPLER", "bogus"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "abc"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem"),
+        ],
+    )
+    def test_fallbacks_warn(self, name: str, value: str) -> None:
+        """Values that the SDK replaces with its default are warnings with a fix."""
+        [finding] = _sdk.check({name: value})
+
+        assert finding.level == "warning"
+        assert name in finding.message
+        assert finding.fix
+
+    def test_sampler_ratio(self) -> None:
+        """A ratio sampler without a valid ratio warns."""
+        environ = {"OTEL_TRACES_SAMPLER": "traceidratio"}
+
+        assert self.levels(environ) == ["warning"]
+        assert self.levels({**environ, "OTEL_TRACES_SAMPLER_ARG": "2"}) == ["warning"]

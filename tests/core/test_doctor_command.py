@@ -329,3 +329,89 @@ def test_tracer_from_worker_hook(receiver: OtlpReceiver) -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "opentelemetry-instrumentation-celery also traces Celery" in done.stdout
+
+
+def test_unknown_propagator_reported() -> None:
+    """An unknown OTEL_PROPAGATORS name is a problem, not a traceback."""
+    done = run_doctor("--timeout", "0.5", env={"OTEL_PROPAGATORS": "bogus"})
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "OTEL_PROPAGATORS names 'bogus'" in done.stdout
+    assert "fix: set OTEL_PROPAGATORS to a list of" in done.stdout
+
+
+def test_batch_value_that_stops_the_provider(receiver: OtlpReceiver) -> None:
+    """OTEL_BSP_MAX_QUEUE_SIZE=-5 fails the run although the endpoint answers."""
+    env = {**endpoint_env(receiver.endpoint), "OTEL_BSP_MAX_QUEUE_SIZE": "-5"}
+
+    done = run_doctor(env=env)
+
+    assert done.returncode == 1
+    assert "OTEL_BSP_MAX_QUEUE_SIZE=-5 is not positive" in done.stdout
+
+
+def test_signature_in_endpoint_masked(receiver: OtlpReceiver) -> None:
+    """A SAS signature and a fragment in the endpoint never reach the output."""
+    endpoint = f"{receiver.endpoint}/?sv=1&sig=S1GNATURE#FRAGM3NT"
+
+    done = run_doctor("--json", env=endpoint_env(endpoint))
+
+    assert "S1GNATURE" not in done.stdout
+    assert "FRAGM3NT" not in done.stdout
+    assert "sig=***" in done.stdout
+
+
+def test_unsplittable_endpoint() -> None:
+    """An endpoint with an unclosed IPv6 bracket is a problem, not a traceback."""
+    done = run_doctor(env=endpoint_env("http://[::1"))
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Invalid traces endpoint OTEL_EXPORTER_OTLP_ENDPOINT=" in done.stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "61", "soon"])
+def test_timeout_rejected(value: str) -> None:
+    """--timeout takes a finite number of seconds above 0 and at most 60."""
+    done = run_doctor(f"--timeout={value}")
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "argument --timeout:" in done.stderr
+    assert done.stdout == ""
+
+
+def test_app_exits_at_import(receiver: OtlpReceiver) -> None:
+    """A module that calls os._exit() at import fails the run with a message."""
+    done = run_doctor(
+        "--app", f"{APPS}.exits_at_import", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 1
+    assert "ended the process with exit status 0" in done.stdout
+    assert "problem(s)" in done.stdout
+
+
+def test_app_raises_keyboard_interrupt(receiver: OtlpReceiver) -> None:
+    """A KeyboardInterrupt that the module raises is a problem, not exit 130."""
+    done = run_doctor(
+        "--app", f"{APPS}.interrupt_at_import", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "failed: KeyboardInterrupt" in done.stdout
+
+
+def test_app_error_masked(receiver: OtlpReceiver) -> None:
+    """An import error's message loses URL passwords and is cut short."""
+    done = run_doctor(
+        "--app", f"{APPS}.secret_in_error", env=endpoint_env(receiver.endpoint)
+    )
+
+    assert done.returncode == 1
+    assert "hunter2" not in done.stdout
+    assert "redis://worker:***@127.0.0.1:6379/0" in done.stdout
+    [line] = [line for line in done.stdout.splitlines() if "Importing" in line]
+    assert len(line) < 400

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+
+#: The longest endpoint check that ``--timeout`` may ask for, in seconds.
+MAX_TIMEOUT = 60.0
+
+
+def _timeout(text: str) -> float:
+    """Parse ``--timeout``: a finite number of seconds above 0, at most 60."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}"
+        )
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=3.0,
         metavar="SECONDS",
-        help="maximum seconds that the endpoint check waits (default: 3)",
+        help="maximum seconds that the endpoint check waits, above 0 and at "
+        "most 60 (default: 3)",
     )
     arguments = parser.parse_args(argv)
 
@@ -45,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
 
         # No logging setup here: the doctor reports whether the imported
         # application configures logging, as a worker process would see it.
-        return _doctor.run(
-            arguments.app, as_json=arguments.json, timeout=arguments.timeout
-        )
+        try:
+            return _doctor.run(
+                arguments.app, as_json=arguments.json, timeout=arguments.timeout
+            )
+        except KeyboardInterrupt:
+            # Ctrl-C: one line instead of a traceback, and the shell's code.
+            print("jobtrace doctor: interrupted", file=sys.stderr)
+            return 130
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace.propagation.tracecontext import (
@@ -91,6 +91,13 @@ def header_names() -> tuple[str, ...]:
 def _names() -> tuple[frozenset[str], tuple[str, ...]]:
     """Return the propagator's fields and :func:`header_names`, cached."""
     global _cached_header_names
+    # opentelemetry.propagate is imported on first use, here and below, not
+    # with jobtrace: it builds the propagators of OTEL_PROPAGATORS at import
+    # and raises ValueError for an unknown name, which would keep
+    # `jobtrace doctor` from starting to report it. The hosts'
+    # instrumentation imports it before any job anyway.
+    from opentelemetry import propagate
+
     propagator = propagate.get_global_textmap()
     cached = _cached_header_names
     if cached is not None and cached[0] is propagator:
@@ -119,6 +126,8 @@ def private_headers(enabled: bool = True) -> None:
 
 def inject(carrier: MutableMapping[str, Any], span: trace.Span) -> None:
     """Write the context of ``span`` into ``carrier``."""
+    from opentelemetry import propagate
+
     span_context = trace.set_span_in_context(span)
     if not _private:
         propagate.inject(carrier, context=span_context)
@@ -219,6 +228,8 @@ def extract(headers: Mapping[str, Any]) -> Context:
     or baggage value they read, which would be a line per job. Those
     records are held back, and jobtrace logs the first of each kind.
     """
+    from opentelemetry import propagate
+
     with quiet_logs() as held:
         extracted = propagate.extract(_own_fields(headers), getter=_getter)
     if held:

@@ -17,7 +17,14 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from jobtrace._doctor import _config, _endpoint, _hosts, _processes, _tracers
+from jobtrace._doctor import (
+    _config,
+    _endpoint,
+    _hosts,
+    _processes,
+    _sdk,
+    _tracers,
+)
 from jobtrace._doctor._finding import LEVELS, Finding
 from jobtrace._version import __version__
 
@@ -97,6 +104,7 @@ def collect(
     plugins = _hosts.plugins()
     hosts = _relevant_hosts(plugins, used)
     checks: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("settings", lambda: _sdk.check(env)),
         ("plugins", lambda: _hosts.plugin_findings(plugins, used, enabled)),
         ("endpoint", lambda: _endpoint.check(env, timeout)),
         ("tracers", lambda: _tracers.find(hosts, env)),

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from importlib.metadata import entry_points
+from types import FrameType
 
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion
 
 from jobtrace._doctor._finding import Finding
+from jobtrace._doctor._masking import mask_message
 from jobtrace._hosts import host_version
 
 #: Distributions whose versions the report lists.
@@ -34,6 +41,23 @@ DISTRIBUTIONS = (
     "opentelemetry-distro",
 )
 ENTRY_POINT_GROUP = "opentelemetry_instrumentor"
+#: Seconds that the child import of an ``--app`` module may take.
+CHILD_IMPORT_TIMEOUT = 60.0
+_IMPORT_ENDED = b"jobtrace-doctor-import-ended"
+#: The child's program: import the module, write the marker whether the
+#: import returned or raised, and leave at once, without waiting for
+#: threads that the module started.
+_CHILD_IMPORT = f"""
+import importlib, os, sys
+sys.path.insert(0, os.getcwd())
+try:
+    importlib.import_module(sys.argv[1])
+except BaseException:
+    pass
+sys.stdout.write({_IMPORT_ENDED.decode()!r})
+sys.stdout.flush()
+os._exit(0)
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,14 +147,30 @@ def import_apps(names: list[str]) -> tuple[set[str], list[Finding]]:
     findings = []
     for name in names:
         module = name.partition(":")[0]
-        try:
-            importlib.import_module(module)
-        except (Exception, SystemExit) as error:
+        ended = _import_in_child(module)
+        if ended is not None:
             findings.append(
                 Finding(
                     "plugins",
                     "problem",
-                    f"Importing {module} failed: {type(error).__name__}: {error}",
+                    f"Importing {module} {ended}, so the doctor did not import it",
+                    fix="keep the module's import free of process exits and "
+                    "endless waits: a worker that imports it stops the same way",
+                )
+            )
+            continue
+        try:
+            with _ctrl_c_passes():
+                importlib.import_module(module)
+        except (Exception, SystemExit, KeyboardInterrupt) as error:
+            # A KeyboardInterrupt that the module raises itself is reported
+            # like any error. A real Ctrl-C leaves the block re-raised.
+            findings.append(
+                Finding(
+                    "plugins",
+                    "problem",
+                    f"Importing {module} failed: {type(error).__name__}: "
+                    + mask_message(str(error)),
                     fix="check the module name, and run the doctor from the "
                     "directory the worker starts in, with the same environment",
                 )
@@ -139,6 +179,57 @@ def import_apps(names: list[str]) -> tuple[set[str], list[Finding]]:
             findings.append(Finding("plugins", "ok", f"Imported {module}"))
     # The doctor itself imports no host before this point.
     return {spec.host for spec in PLUGINS if spec.host in sys.modules}, findings
+
+
+class _CtrlC(BaseException):
+    """A SIGINT that arrived during an import, told apart from a module's raise."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_passes() -> Iterator[None]:
+    # Turns a real SIGINT into KeyboardInterrupt again outside the import,
+    # so that the doctor stops instead of reporting the import as failed.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise _CtrlC
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    except _CtrlC:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _import_in_child(module: str) -> str | None:
+    """Import ``module`` in a child interpreter first, and say how it ended.
+
+    A module that calls ``os._exit()``, kills its own process or waits
+    forever at import would end or stop the doctor without a report. The
+    child shows that first. Returns None when the child's import returned
+    or raised, which the doctor's own import then reports; otherwise how
+    the child ended.
+    """
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD_IMPORT, module],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=CHILD_IMPORT_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"did not finish within {CHILD_IMPORT_TIMEOUT:.0f} s"
+    if done.stdout.endswith(_IMPORT_ENDED):
+        return None
+    if done.returncode < 0:
+        return f"killed the process with signal {-done.returncode}"
+    return f"ended the process with exit status {done.returncode}"
 
 
 def plugins() -> list[Plugin]:

@@ -9,9 +9,24 @@ from jobtrace._arguments import DEFAULT_REDACTED_KEYS
 
 MASK = "***"
 
-#: Name parts that mark a variable, header or attribute as secret, beside
-#: the keys that jobtrace redacts in job arguments.
-_EXTRA_SECRET_PARTS = ("auth", "credential", "private", "dsn", "signature")
+#: Name parts that mark a variable, header, attribute or query key as
+#: secret, beside the keys that jobtrace redacts in job arguments.
+_EXTRA_SECRET_PARTS = (
+    "auth",
+    "credential",
+    "private",
+    "dsn",
+    "signature",
+    "access_token",
+    "pwd",
+)
+#: Short names that are secret only as a whole name, because as parts they
+#: occur in harmless names (``sig`` in ``signal``, ``code`` in
+#: ``encoding``). ``sig`` carries the signature of an Azure SAS URL, and
+#: ``code`` the key of an Azure Functions URL.
+_SECRET_WORDS = ("sig", "code", "key")
+#: The longest exception message that the report shows.
+MAX_MESSAGE = 300
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
 
 
@@ -20,15 +35,24 @@ def is_secret_name(name: str, extra: tuple[str, ...] = ()) -> bool:
 
     A name is secret when it contains one of jobtrace's redacted key parts
     (``password``, ``token``, ``api_key`` and the others), a part from
-    ``extra``, or ends in ``key``, ignoring case, with ``-`` read as ``_``.
+    ``extra``, ends in ``key``, or is one of the short secret words
+    (``sig``, ``code``), ignoring case, with ``-`` read as ``_``.
     """
     normal = name.strip().lower().replace("-", "_")
     parts = (*DEFAULT_REDACTED_KEYS, *_EXTRA_SECRET_PARTS, *extra)
-    return normal.endswith("key") or any(part in normal for part in parts)
+    return (
+        normal in _SECRET_WORDS
+        or normal.endswith("key")
+        or any(part in normal for part in parts)
+    )
 
 
 def mask_url(url: str) -> str:
-    """Mask the password or bare user token and secret query values of ``url``."""
+    """Mask the secrets of ``url``.
+
+    The password or bare user token goes, and so do secret-looking query
+    values and the whole fragment, which some services use for tokens.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
@@ -46,9 +70,8 @@ def mask_url(url: str) -> str:
         query = "&".join(
             f"{key}={MASK if is_secret_name(key) else value}" for key, value in pairs
         )
-    return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, query, parts.fragment)
-    )
+    fragment = MASK if parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 def mask_pairs(value: str, *, all_values: bool, extra: tuple[str, ...] = ()) -> str:
@@ -72,6 +95,18 @@ def mask_pairs(value: str, *, all_values: bool, extra: tuple[str, ...] = ()) -> 
 def mask_text(value: str) -> str:
     """Mask the secrets of every URL inside ``value``."""
     return _URL.sub(lambda found: mask_url(found.group(0)), value)
+
+
+def mask_message(message: str) -> str:
+    """Return an exception message safe to print: URLs masked, length capped.
+
+    An application's exception may quote a setting, such as a broker URL
+    with its password, or a whole file.
+    """
+    masked = mask_text(message)
+    if len(masked) > MAX_MESSAGE:
+        return masked[: MAX_MESSAGE - 3] + "..."
+    return masked
 
 
 def mask_variable(name: str, value: str, extra: tuple[str, ...] = ()) -> str:

@@ -46,12 +46,13 @@ def probe(target: Target, timeout: float) -> Finding:
     if target.protocol == "grpc" and "://" not in url:
         # The gRPC exporter also takes a bare host:port.
         url = "http://" + url
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError:
+        # An unclosed IPv6 bracket or a port that is not a number.
         port = None
-        parts = parts._replace(netloc="")
+        parts = urllib.parse.SplitResult("", "", "", "", "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Finding(
             "endpoint",

@@ -1,0 +1,3 @@
+"""An application module that raises KeyboardInterrupt at import."""
+
+raise KeyboardInterrupt
