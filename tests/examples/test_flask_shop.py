@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +170,132 @@ def runs_of(run: Run, send: ReceivedSpan) -> list[ReceivedSpan]:
         if span.kind == "CONSUMER"
         and span.attributes["messaging.message.id"] == message_id
     ]
+
+
+def clean_env() -> dict[str, str]:
+    """Return this environment without OTEL_* and JOBTRACE_* variables."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JOBTRACE_"))
+    }
+
+
+def closed_port() -> int:
+    """Return a loopback port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_forward_failures_fail_the_run() -> None:
+    """A closed forward endpoint makes the example report the failures and exit 1."""
+    pytest.importorskip("flask")
+    pytest.importorskip("opentelemetry.instrumentation.flask")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.flask_shop"],
+        cwd=ROOT,
+        env={**clean_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert "Forwarded every span" not in done.stdout
+    assert re.search(
+        rf"Failed to forward [1-9]\d* OTLP request\(s\) to {endpoint}", done.stderr
+    )
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the ids of every running process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child)
+    return found
+
+
+def redis_server_of(worker: int) -> int | None:
+    """Return the id of the embedded redis-server that ``worker`` uses."""
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    url = next(item for item in environ if item.startswith(b"REDIS_URL="))
+    port = url.rpartition(b":")[2].partition(b"/")[0]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"redis-server" in command and command.rstrip(b"\0").endswith(b":" + port):
+            return int(entry.name)
+    return None
+
+
+def running(pid: int) -> bool:
+    """Return whether ``pid`` is a process that has not exited."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_stops_everything_quietly() -> None:
+    """SIGINT to the example's process group stops its workers and Redis, exit 130."""
+    pytest.importorskip("flask")
+    pytest.importorskip("opentelemetry.instrumentation.flask")
+    example = subprocess.Popen(
+        [sys.executable, "-m", "examples.flask_shop"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # The first order's line shows that Redis, the workers and the web
+        # server run.
+        assert example.stdout is not None
+        first = example.stdout.readline()
+        assert first.startswith("POST /orders"), first
+        started = descendants(example.pid)
+        workers = [pid for pid in started if running(pid)]
+        redis_server = redis_server_of(workers[0])
+        assert redis_server is not None
+
+        os.killpg(example.pid, signal.SIGINT)
+        _, stderr = example.communicate(timeout=120)
+    finally:
+        if example.poll() is None:
+            example.kill()
+            example.wait()
+
+    assert example.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "did not finish within" not in stderr
+    assert (
+        stderr.strip().splitlines()[-1] == "Interrupted: stopped the workers and Redis."
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(running, [*started, redis_server])):
+        time.sleep(0.1)
+    assert [pid for pid in started if running(pid)] == []
+    assert not running(redis_server)

@@ -69,19 +69,35 @@ def worker_env(
 
 
 def start_celery_worker(
-    app: str, env: dict[str, str], *, concurrency: int, log_level: str
+    app: str,
+    env: dict[str, str],
+    *,
+    concurrency: int,
+    log_level: str,
+    own_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``celery worker`` with the prefork pool for the app module ``app``."""
+    """Start ``celery worker`` with the prefork pool for the app module ``app``.
+
+    With ``own_session``, as for each start function here, the worker runs
+    in a session of its own, so a Ctrl-C in the terminal does not reach it
+    and the caller stops it.
+    """
     command = [
         sys.executable, "-m", "celery", "--quiet", "--app", app,
         "worker", "--pool", "prefork", "--concurrency", str(concurrency),
         "--loglevel", log_level,
     ]  # fmt: skip
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen(command, env=env, start_new_session=own_session)
 
 
 def start_rq_worker(
-    settings: str, queue: str, env: dict[str, str], *, burst: bool, log_level: str
+    settings: str,
+    queue: str,
+    env: dict[str, str],
+    *,
+    burst: bool,
+    log_level: str,
+    own_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a forking ``rq worker`` with the settings module ``settings``."""
     command = [
@@ -92,11 +108,11 @@ def start_rq_worker(
     if burst:
         command.append("--burst")
     command.append(queue)
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen(command, env=env, start_new_session=own_session)
 
 
 def start_dramatiq_worker(
-    module: str, queue: str, env: dict[str, str]
+    module: str, queue: str, env: dict[str, str], *, own_session: bool = False
 ) -> subprocess.Popen[bytes]:
     """Start ``dramatiq`` with one process of two threads, without its logs.
 
@@ -109,7 +125,11 @@ def start_dramatiq_worker(
     ]  # fmt: skip
     # Dramatiq 2.x worker threads and consumers wait this many milliseconds
     # for a message (default 1000), which delays the stop by as much.
-    return subprocess.Popen(command, env={**env, "dramatiq_worker_timeout": "100"})
+    return subprocess.Popen(
+        command,
+        env={**env, "dramatiq_worker_timeout": "100"},
+        start_new_session=own_session,
+    )
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
