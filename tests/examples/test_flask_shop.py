@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -274,6 +275,8 @@ def test_ctrl_c_stops_everything_quietly() -> None:
         # The first order's line shows that Redis, the workers and the web
         # server run.
         assert example.stdout is not None
+        ready, _, _ = select.select([example.stdout], [], [], 120)
+        assert ready, "the example printed no order within 120 s"
         first = example.stdout.readline()
         assert first.startswith("POST /orders"), first
         started = descendants(example.pid)
