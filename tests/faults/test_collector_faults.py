@@ -40,6 +40,12 @@ ROUNDS = 2
 #: wait for the collector stays far under it however many rounds run.
 MAX_ROUNDS = 6
 MIN_RATIO = 0.9
+#: The ratio that fails the test. Single runs on a shared 2-vCPU VM gave
+#: 0.70 to 1.13, so a run under MIN_RATIO alone proves nothing. A worker
+#: whose jobs waited for the collector would run at a fraction of the
+#: control's speed: a collector that never responds holds each export for
+#: the whole flush limit.
+FLOOR_RATIO = 0.6
 #: Time beyond two flush limits that a worker with a hanging collector may
 #: take to stop, compared with the control worker stopping at the same time.
 #: RQ flushes twice, when work() returns and at exit; the second flush is
@@ -208,7 +214,7 @@ def test_collector_faults_keep_jobs_running(
         {name: round(value, 2) for name, value in stop_seconds.items()},
     )
     for name, ratio in ratios.items():
-        assert ratio >= MIN_RATIO, f"{name}: throughput ratio {ratio:.2f}"
+        assert ratio >= FLOOR_RATIO, f"{name}: throughput ratio {ratio:.2f}"
     for name, value in growth.items():
         assert value * 2**20 < MAX_RSS_GROWTH, f"{name}: RSS grew {value:.1f} MB"
     for name in FAULTS:

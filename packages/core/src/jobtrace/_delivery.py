@@ -12,7 +12,6 @@ with the count when export works again or the process shuts down.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import re
@@ -265,8 +264,8 @@ class CountingProcessor(SpanProcessor):
     """Counts the spans handed to a ``BatchSpanProcessor`` in ``health``.
 
     A span that finds the queue full takes the place of the oldest one,
-    which is counted as dropped, without the WARNING per span that the
-    batch processor would log.
+    which is counted as dropped. The WARNING that the batch processor logs
+    for each such span is held back, because the count replaces it.
 
     On a thread inside :func:`waiting_for_room`, a full queue makes
     ``on_end`` wait until the processor's export takes a batch off it, while
@@ -303,13 +302,14 @@ class CountingProcessor(SpanProcessor):
                 self._stalled = full
         if self.health is not None:
             self.health.count_queued(overflowed=full)
-        if full:
-            # The oldest span makes room, as the batch processor would
-            # drop it, but without the WARNING that the processor logs for
-            # every such span, which costs each job's thread more while a
-            # collector is down.
-            drop_oldest(self.batch)
-        self.batch.on_end(span)
+        if not full:
+            self.batch.on_end(span)
+            return
+        # The processor drops its oldest span to make room. Removing that
+        # span here instead would race with the export thread, whose pops
+        # assume that the queue only grows meanwhile.
+        with quiet_logs():
+            self.batch.on_end(span)
 
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self.room_wait
@@ -392,14 +392,3 @@ def queue_full(processor: object) -> bool:
     if queue is None or queue.maxlen is None:
         return False
     return len(queue) >= queue.maxlen
-
-
-def drop_oldest(processor: object) -> None:
-    """Drop the oldest span in the batch queue of a ``BatchSpanProcessor``.
-
-    The processor appends on the left and exports from the right.
-    """
-    queue = _queue_of(processor)
-    if queue is not None:
-        with contextlib.suppress(IndexError):
-            queue.pop()
