@@ -602,7 +602,7 @@ def test_enum_attributes_cross_as_values(pipeline: Pipeline) -> None:
 
 
 def test_children_bursts_fit_in_small_queue() -> None:
-    """Children ending more spans than the batch queue holds lose none."""
+    """Children ending more spans than the batch queue takes lose none."""
     exporter = _SlowExporter(delay=0.02)
     batch = BatchSpanProcessor(
         exporter, max_queue_size=64, max_export_batch_size=16, schedule_delay_millis=50

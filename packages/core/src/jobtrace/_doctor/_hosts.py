@@ -182,7 +182,7 @@ def import_apps(names: list[str]) -> tuple[set[str], list[Finding]]:
 
 
 class _CtrlC(BaseException):
-    """A SIGINT that arrived during an import, told apart from a module's raise."""
+    """A SIGINT that arrived during an import, distinct from a module's raise."""
 
 
 @contextlib.contextmanager
@@ -206,7 +206,7 @@ def _ctrl_c_passes() -> Iterator[None]:
 
 
 def _import_in_child(module: str) -> str | None:
-    """Import ``module`` in a child interpreter first, and say how it ended.
+    """Import ``module`` in a child interpreter first; return how it ended.
 
     A module that calls ``os._exit()``, kills its own process or waits
     forever at import would end or stop the doctor without a report. The

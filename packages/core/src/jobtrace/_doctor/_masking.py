@@ -25,7 +25,7 @@ _EXTRA_SECRET_PARTS = (
 #: ``encoding``). ``sig`` carries the signature of an Azure SAS URL, and
 #: ``code`` the key of an Azure Functions URL.
 _SECRET_WORDS = ("sig", "code", "key")
-#: The longest exception message that the report shows.
+#: Maximum length of an exception message in the report.
 MAX_MESSAGE = 300
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
 
