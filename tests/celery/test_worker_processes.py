@@ -230,7 +230,7 @@ def test_killed_child_keeps_spans(redis_url: str, receiver: OtlpReceiver) -> Non
 def test_children_share_the_batch_queue(redis_url: str, receiver: OtlpReceiver) -> None:
     """Four children ending 1,900 spans each at once lose none of them.
 
-    Their spans all go through the main process's batch queue, which holds
+    Their spans all go through the main process's batch queue, which has room for
     2,048 spans, so the main process waits for room instead of dropping.
     """
     options = ("--pool", "prefork", "--concurrency", "4")

@@ -91,7 +91,7 @@ def hang() -> None:
 
 
 # track_started stores the running child's pid in the result, so a test
-# can kill the process that holds the job.
+# can kill the process that runs the job.
 @app.task(name="it.span_then_sleep", track_started=True)
 def span_then_sleep() -> None:
     with jobtrace.tracer().start_as_current_span("inside"):

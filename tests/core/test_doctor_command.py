@@ -342,7 +342,7 @@ def test_unknown_propagator_reported() -> None:
 
 
 def test_batch_value_that_stops_the_provider(receiver: OtlpReceiver) -> None:
-    """OTEL_BSP_MAX_QUEUE_SIZE=-5 fails the run although the endpoint answers."""
+    """OTEL_BSP_MAX_QUEUE_SIZE=-5 fails the run although the endpoint responds."""
     env = {**endpoint_env(receiver.endpoint), "OTEL_BSP_MAX_QUEUE_SIZE": "-5"}
 
     done = run_doctor(env=env)

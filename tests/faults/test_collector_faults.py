@@ -43,8 +43,8 @@ MIN_RATIO = 0.9
 #: The ratio that fails the test. Single runs on a shared 2-vCPU VM gave
 #: 0.70 to 1.13, so a run under MIN_RATIO alone proves nothing. A worker
 #: whose jobs waited for the collector would run at a fraction of the
-#: control's speed: a collector that never responds holds each export for
-#: the whole flush limit.
+#: control's speed, because a collector that never responds keeps each
+#: export waiting for the whole flush limit.
 FLOOR_RATIO = 0.6
 #: Time beyond two flush limits that a worker with a hanging collector may
 #: take to stop, compared with the control worker stopping at the same time.

@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 
-#: The longest endpoint check that ``--timeout`` may ask for, in seconds.
+#: Maximum value of ``--timeout``, in seconds.
 MAX_TIMEOUT = 60.0
 
 
