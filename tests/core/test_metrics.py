@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
@@ -25,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 import jobtrace
 from jobtrace import _aggregation, _handoff, _metrics, _provider
 from jobtrace._handoff import HandoffProcessor
+from jobtrace._receiver import METRICS_PATH, Fault, OtlpReceiver
 
 JOB = jobtrace.Job("rq", "shop.tasks.charge", id="job-1", queue="default")
 
@@ -335,3 +340,85 @@ def test_invalid_interval_warns(
 
     assert interval == _metrics.DEFAULT_EXPORT_INTERVAL_MS
     assert "OTEL_METRIC_EXPORT_INTERVAL='soon'" in caplog.text
+
+
+@pytest.fixture
+def metrics_to_receiver(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OtlpReceiver]:
+    """Export jobtrace's metrics to ``receiver`` on flush and shutdown only."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.endpoint + METRICS_PATH
+    )
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    _provider._reset_for_tests()
+    jobtrace.configure(tracer_provider=TracerProvider())
+    yield receiver
+    recorder = _metrics.exporting_recorder()
+    if recorder is not None:
+        recorder.shutdown(timeout_millis=0)
+    _provider._reset_for_tests()
+
+
+@pytest.mark.parametrize("choice", ["otlp", "none"])
+def test_configure_builds_metrics_export(
+    monkeypatch: pytest.MonkeyPatch, choice: str
+) -> None:
+    """configure() builds the OTLP metrics export, or none, from OTEL_*."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", choice)
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "1500")
+    _provider._reset_for_tests()
+    try:
+        jobtrace.configure(tracer_provider=TracerProvider())
+        built = _metrics.exporting_recorder()
+
+        if choice == "none":
+            assert built is None
+        else:
+            assert built is not None
+            assert isinstance(built._exporter, OTLPMetricExporter)
+            assert built._interval == 1.5
+            built.shutdown()
+    finally:
+        _provider._reset_for_tests()
+
+
+@pytest.mark.parametrize("action", ["flush", "shutdown"])
+def test_flush_and_shutdown_export_metrics(
+    metrics_to_receiver: OtlpReceiver, action: str
+) -> None:
+    """flush() and shutdown() send the measurements not yet exported."""
+    _provider._owns_provider = True
+    for _ in range(3):
+        run = jobtrace.begin_run(JOB, {})
+        jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+
+    finished = getattr(jobtrace, action)(timeout=5)
+
+    assert finished is True
+    assert metrics_to_receiver.request_count(METRICS_PATH) == 1
+    (duration,) = [
+        point
+        for point in metrics_to_receiver.latest_points().values()
+        if point.name == "messaging.process.duration"
+    ]
+    assert duration.count == 3
+
+
+@pytest.mark.parametrize("action", ["flush", "shutdown"])
+def test_metrics_export_bounded(metrics_to_receiver: OtlpReceiver, action: str) -> None:
+    """flush() and shutdown() return within their timeout if the collector hangs."""
+    _provider._owns_provider = True
+    metrics_to_receiver.set_fault(Fault(hang=True))
+    run = jobtrace.begin_run(JOB, {})
+    jobtrace.end_run(run, jobtrace.Outcome.SUCCESS)
+    call: Callable[..., bool] = getattr(jobtrace, action)
+
+    started = time.monotonic()
+    finished = call(timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert finished is False
+    assert elapsed < 1.5
+    assert metrics_to_receiver.faulted_requests >= 1
