@@ -7,7 +7,15 @@ from celery.exceptions import TimeLimitExceeded
 
 from jobtrace._receiver import METRICS_PATH, OtlpReceiver
 
-from ..tracing import duplicate_series, job_counts
+from ..tracing import (
+    duplicate_series,
+    error_types,
+    job_counts,
+    producer_metrics,
+    rewound_series,
+    sent_counts,
+    unexpected_attributes,
+)
 from .workers import celery_worker, producer
 
 pytestmark = pytest.mark.integration
@@ -30,11 +38,15 @@ def test_counts_match_jobs(
     instrumented_producer: None,
     options: tuple[str, ...],
 ) -> None:
-    """Received run counts equal the jobs run, per outcome, in one series each."""
+    """Received run counts equal the jobs run, per outcome, in one series each.
+
+    The producer in this process exports its enqueue counts too.
+    """
     with celery_worker(receiver, redis_url, *options, env=METRICS_ENV) as (_, queue):
         app = producer(redis_url, queue)
-        adds = [app.send_task("it.add", args=(i, i)) for i in range(7)]
-        fails = [app.send_task("it.fail") for _ in range(3)]
+        with producer_metrics(receiver):
+            adds = [app.send_task("it.add", args=(i, i)) for i in range(7)]
+            fails = [app.send_task("it.fail") for _ in range(3)]
         assert [r.get(timeout=WAIT) for r in adds] == [2 * i for i in range(7)]
         for result in fails:
             with pytest.raises(ValueError):
@@ -46,7 +58,14 @@ def test_counts_match_jobs(
     assert counts[("it.fail", "failure")] == 3
     assert consumed == counts
     assert sum(job_counts(receiver, "jobtrace.job.queue_time").values()) == 10
+    assert sent_counts(receiver) == {("it.add", "web"): 7, ("it.fail", "web"): 3}
+    assert error_types(receiver) == {
+        ("it.add", "success"): {None},
+        ("it.fail", "failure"): {"ValueError"},
+    }
+    assert unexpected_attributes(receiver) == set()
     assert duplicate_series(receiver) == []
+    assert rewound_series(receiver) == []
 
 
 def test_exporter_none_sends_no_metrics(redis_url: str, receiver: OtlpReceiver) -> None:

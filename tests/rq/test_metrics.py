@@ -7,7 +7,15 @@ from rq import Queue
 
 from jobtrace._receiver import METRICS_PATH, OtlpReceiver
 
-from ..tracing import duplicate_series, job_counts
+from ..tracing import (
+    duplicate_series,
+    error_types,
+    job_counts,
+    producer_metrics,
+    rewound_series,
+    sent_counts,
+    unexpected_attributes,
+)
 from . import jobs
 from .workers import rq_worker, wait_for_exit
 
@@ -24,11 +32,15 @@ def test_counts_match_jobs(
     producer: None,
     worker_class: str,
 ) -> None:
-    """Received run counts equal the jobs run, per outcome, in one series each."""
-    for i in range(6):
-        queue.enqueue(jobs.add, i, i)
-    for _ in range(2):
-        queue.enqueue(jobs.fail)
+    """Received run counts equal the jobs run, per outcome, in one series each.
+
+    The producer in this process exports its enqueue counts too.
+    """
+    with producer_metrics(receiver):
+        for i in range(6):
+            queue.enqueue(jobs.add, i, i)
+        for _ in range(2):
+            queue.enqueue(jobs.fail)
     with rq_worker(
         receiver,
         rq_url,
@@ -45,11 +57,22 @@ def test_counts_match_jobs(
     assert counts[("tests.rq.jobs.fail", "failure")] == 2
     assert consumed == counts
     assert sum(job_counts(receiver, "jobtrace.job.queue_time").values()) == 8
+    assert sent_counts(receiver) == {
+        ("tests.rq.jobs.add", "web"): 6,
+        ("tests.rq.jobs.fail", "web"): 2,
+    }
+    assert error_types(receiver) == {
+        ("tests.rq.jobs.add", "success"): {None},
+        ("tests.rq.jobs.fail", "failure"): {"ValueError"},
+    }
+    assert unexpected_attributes(receiver) == set()
     assert duplicate_series(receiver) == []
-    # Every series comes from the worker process, not from a work horse.
+    assert rewound_series(receiver) == []
+    # Every run series comes from the worker process, not from a work horse.
     instances = {
         point.resource.get("service.instance.id")
         for point in receiver.latest_points().values()
+        if point.resource.get("jobtrace.component") == "worker"
     }
     assert len(instances) == 1
 
