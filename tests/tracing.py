@@ -55,6 +55,17 @@ def traced_producer(
         _provider._reset_for_tests()
 
 
+#: The unit and bucket bounds of each job metric. Counters have no bounds.
+#: tests/core/test_metrics.py checks that docs/metrics.md lists the same.
+UNITS_AND_BOUNDS = {
+    "messaging.process.duration": {("s", _metrics.DURATION_BUCKETS)},
+    "jobtrace.job.queue_time": {("s", _metrics.DURATION_BUCKETS)},
+    "messaging.client.operation.duration": {("s", _metrics.SEND_BUCKETS)},
+    "messaging.client.consumed.messages": {("{message}", ())},
+    "messaging.client.sent.messages": {("{message}", ())},
+}
+
+
 def job_counts(
     receiver: OtlpReceiver, metric: str = "messaging.process.duration"
 ) -> dict[tuple[str, str], int]:
@@ -89,6 +100,16 @@ def duplicate_series(receiver: OtlpReceiver) -> list[tuple[str, str]]:
         key = (point.name, repr(sorted(point.attributes.items())))
         instances.setdefault(key, set()).add(point.resource.get("service.instance.id"))
     return [key for key, found in instances.items() if len(found) > 1]
+
+
+def units_and_bounds(
+    receiver: OtlpReceiver,
+) -> dict[str, set[tuple[str, tuple[float, ...]]]]:
+    """Return the units and histogram bucket bounds received, by metric name."""
+    found: dict[str, set[tuple[str, tuple[float, ...]]]] = {}
+    for point in receiver.metric_points():
+        found.setdefault(point.name, set()).add((point.unit, point.explicit_bounds))
+    return found
 
 
 def rewound_series(receiver: OtlpReceiver) -> list[tuple[str, str, str]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -422,3 +424,22 @@ def test_metrics_export_bounded(metrics_to_receiver: OtlpReceiver, action: str) 
     assert finished is False
     assert elapsed < 1.5
     assert metrics_to_receiver.faulted_requests >= 1
+
+
+def test_docs_list_units_and_buckets() -> None:
+    """docs/metrics.md lists every instrument's unit and the bucket bounds."""
+    text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \|", text, re.M)
+    blocks = re.findall(r"^```\n([0-9. \n]+)```", text, re.M)
+
+    documented = {name: (kind, unit) for name, kind, unit in rows}
+    expected = {
+        name: ("histogram", unit)
+        for name, (unit, *_) in _aggregation.HISTOGRAMS.items()
+    }
+    expected.update(
+        {name: ("counter", unit) for name, (unit, _) in _aggregation.COUNTERS.items()}
+    )
+    assert documented == expected
+    bounds = [tuple(float(value) for value in block.split()) for block in blocks]
+    assert bounds == [_metrics.DURATION_BUCKETS, _metrics.SEND_BUCKETS]

@@ -9,12 +9,14 @@ import pytest
 from jobtrace._receiver import METRICS_PATH, OtlpReceiver
 
 from ..tracing import (
+    UNITS_AND_BOUNDS,
     error_types,
     job_counts,
     producer_metrics,
     rewound_series,
     sent_counts,
     unexpected_attributes,
+    units_and_bounds,
 )
 from .workers import Target, dramatiq_worker, process_spans_for
 
@@ -62,6 +64,7 @@ def test_counts_match_runs(
         ("always_fail", "failure"): {"KeyError"},
     }
     assert unexpected_attributes(receiver) == set()
+    assert units_and_bounds(receiver) == UNITS_AND_BOUNDS
     # Each series has one exporting process. Two processes that export one
     # series under the same identity would make its count go down.
     assert rewound_series(receiver) == []

@@ -8,6 +8,7 @@ from rq import Queue
 from jobtrace._receiver import METRICS_PATH, OtlpReceiver
 
 from ..tracing import (
+    UNITS_AND_BOUNDS,
     duplicate_series,
     error_types,
     job_counts,
@@ -15,6 +16,7 @@ from ..tracing import (
     rewound_series,
     sent_counts,
     unexpected_attributes,
+    units_and_bounds,
 )
 from . import jobs
 from .workers import rq_worker, wait_for_exit
@@ -66,6 +68,7 @@ def test_counts_match_jobs(
         ("tests.rq.jobs.fail", "failure"): {"ValueError"},
     }
     assert unexpected_attributes(receiver) == set()
+    assert units_and_bounds(receiver) == UNITS_AND_BOUNDS
     assert duplicate_series(receiver) == []
     assert rewound_series(receiver) == []
     # Every run series comes from the worker process, not from a work horse.
