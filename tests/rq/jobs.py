@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -43,6 +44,17 @@ def return_retry_once() -> Any:
 def sleep(seconds: float) -> str:
     """Sleep, for timeouts and killed work horses."""
     time.sleep(seconds)
+    return "slept"
+
+
+def sleep_through_timeout(seconds: float) -> str:
+    """Sleep, catching RQ's JobTimeoutException, as a stuck job would."""
+    from rq.timeouts import JobTimeoutException
+
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(JobTimeoutException):
+            time.sleep(left)
     return "slept"
 
 

@@ -1,9 +1,9 @@
 """The worker's report of a work horse that died, called without a fork.
 
-The integration tests kill a real horse for the ``killed`` case. The other
-outcomes need a stop-job command or a horse that outlives ``job_timeout``
-by a minute, so these tests call the wrapper of ``handle_job_failure`` as
-the monitoring worker would.
+The integration tests kill a real horse, stop one with the stop-job
+command, and let one outlive ``job_timeout`` by a minute. These tests call
+the wrapper of ``handle_job_failure`` as the monitoring worker would, for
+each outcome.
 """
 
 from __future__ import annotations

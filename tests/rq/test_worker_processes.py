@@ -26,6 +26,7 @@ from . import jobs
 from .conftest import RQ_MAJOR
 from .workers import (
     SERVICE_NAME,
+    WAIT,
     by_name,
     link_pairs,
     process_spans_for,
@@ -173,6 +174,27 @@ def test_horse_spans_open_at_kill_ended(
     assert open_span.attributes["jobtrace.span.ended_by_parent"] is True
     assert open_span.duration_s >= 0.4
     assert run.attributes["jobtrace.job.outcome"] == "killed"
+
+
+def test_overdue_horse_is_timeout(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A horse that outlives job_timeout by 60 s is killed and reported as timeout."""
+    job = queue.enqueue(jobs.sleep_through_timeout, 300, job_timeout=1)
+    # RQ's monitor kills the horse at its first check after job_timeout
+    # plus 60 s, so a 1 s check interval ends this test after about 62 s.
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", "--job-monitoring-interval", "1"
+    ) as worker:
+        assert worker.wait(timeout=WAIT + 60) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    assert job.get_status() == JobStatus.FAILED
+    assert run.attributes["jobtrace.job.outcome"] == "timeout"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert run.status_code == "ERROR"
+    assert "WorkHorseLostError" in str(run.attributes["error.type"])
+    assert run.duration_s >= 60
 
 
 def test_stop_job_command_is_interrupted(
