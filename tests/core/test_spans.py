@@ -22,6 +22,7 @@ from jobtrace import (
     Job,
     Outcome,
     _provider,
+    begin_report,
     begin_run,
     begin_send,
     current_job,
@@ -772,6 +773,27 @@ def test_report_run_with_error(exporter: InMemorySpanExporter) -> None:
     span = only_span(exporter, "process add")
     assert (span.attributes or {})[names.ERROR_TYPE] == "MemoryError"
     assert len(exception_events(span)) == 1
+
+
+def test_begin_report_attached(exporter: InMemorySpanExporter) -> None:
+    """begin_report with attach makes the reported span current until end_run."""
+    job = make_job()
+    before = trace.get_current_span()
+    run = begin_report(job, send(job), start_time=1_000.0, attach=True)
+    with _provider.tracer().start_as_current_span("callback"):
+        pass
+    during = current_job()
+    end_run(run, Outcome.INTERRUPTED)
+
+    reported = only_span(exporter, "process add")
+    callback = only_span(exporter, "callback")
+    assert during is job
+    assert callback.parent is not None
+    assert callback.parent.span_id == reported.context.span_id
+    assert (reported.attributes or {})[names.REPORTED_BY_PARENT] is True
+    assert (reported.attributes or {})[names.JOB_OUTCOME] == "interrupted"
+    assert trace.get_current_span() is before
+    assert current_job() is None
 
 
 def test_run_not_reported(exporter: InMemorySpanExporter) -> None:

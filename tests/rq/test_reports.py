@@ -2,8 +2,9 @@
 
 The integration tests kill a real horse, stop one with the stop-job
 command, and let one outlive ``job_timeout`` by a minute. These tests call
-the wrapper of ``handle_job_failure`` as the monitoring worker would, for
-each outcome.
+the wrappers of ``handle_job_failure``, ``monitor_work_horse`` and the
+stopped callback as the monitoring worker would, for each outcome and for
+a stopped callback that raises.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
+import jobtrace
 from jobtrace_rq import _reports
 
 from . import jobs
@@ -91,3 +93,27 @@ def test_unmonitored_failure_not_reported(instrumented: Any, queue: Queue) -> No
 
     names = [s.name for s in instrumented.get_finished_spans()]
     assert names == ["send tests.rq.jobs.fail"]
+
+
+def test_raising_stopped_callback_reported(instrumented: Any, job: Job) -> None:
+    """A stopped callback that raises still ends the run, with the span current."""
+
+    def callback(*args: Any, **kwargs: Any) -> None:
+        with jobtrace.tracer().start_as_current_span("callback"):
+            raise RuntimeError("callback failed")
+
+    def monitor(*args: Any, **kwargs: Any) -> None:
+        # RQ 1.x and 2.x let the callback's error out of monitor_work_horse,
+        # so handle_job_failure never runs.
+        _reports.wrapped_stopped_callback(callback, None, (job,), {})
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        _reports.wrapped_monitor_work_horse(monitor, None, (job,), {})
+
+    spans = instrumented.get_finished_spans()
+    (run,) = [s for s in spans if s.name.startswith("process")]
+    (inside,) = [s for s in spans if s.name == "callback"]
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert inside.parent.span_id == run.context.span_id
+    assert _reports._stopped.pop(job.id) is None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rq import Queue
 from rq.command import send_stop_job_command
-from rq.job import JobStatus, Retry
+from rq.job import Callback, JobStatus, Retry
 
 from jobtrace._receiver import OtlpReceiver
 from tests import tracing
@@ -219,6 +219,59 @@ def test_stop_job_command_is_interrupted(
     assert "stopped" in run.status_message
     assert run.resource["jobtrace.component"] == "worker"
     assert link_pairs(run) == [(send.trace_id, send.span_id)]
+
+
+def test_callbacks_in_job_trace(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """Success and failure callbacks run in the horse, inside the run's span."""
+    ok = queue.enqueue(jobs.add, 1, 2, on_success=Callback(jobs.traced_callback))
+    failing = queue.enqueue(jobs.fail, on_failure=Callback(jobs.traced_callback))
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        assert wait_for_exit(worker) == 0
+
+    runs = process_spans_for(receiver, {ok.id, failing.id})
+    callbacks = {
+        span.attributes["test.job_id"]: span
+        for span in receiver.wait_for(
+            lambda spans: len(by_name(spans, "callback")) >= 2
+        )
+        if span.name == "callback"
+    }
+    assert set(callbacks) == {ok.id, failing.id}
+    for job_id, callback in callbacks.items():
+        (run,) = runs[job_id]
+        assert callback.trace_id == run.trace_id
+        assert callback.parent_span_id == run.span_id
+        assert run.start_ns <= callback.start_ns
+        assert callback.end_ns <= run.end_ns
+
+
+def test_stopped_callback_in_job_trace(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """The worker runs a stopped job's callback inside the run it reports."""
+    job = queue.enqueue(
+        jobs.save_pid_then_sleep, 30, on_stopped=Callback(jobs.traced_callback)
+    )
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class="listening"
+    ) as worker:
+        wait_for_saved_pid(job)
+        send_stop_job_command(queue.connection, job.id)
+        assert wait_for_exit(worker) == 0
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    (callback,) = by_name(
+        receiver.wait_for(lambda spans: bool(by_name(spans, "callback"))),
+        "callback",
+    )
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert callback.attributes["test.job_id"] == job.id
+    assert callback.trace_id == run.trace_id
+    assert callback.parent_span_id == run.span_id
+    assert callback.end_ns <= run.end_ns
 
 
 @pytest.mark.skipif(RQ_MAJOR < 2, reason="Repeat came in RQ 2.x")

@@ -309,18 +309,40 @@ def report_run(
     them, it is the one ended here, so the spans below it keep their
     parent. The others are ended as by :func:`jobtrace.end_abandoned`.
     """
+    run = begin_report(job, carrier, start_time=start_time, unfinished=unfinished)
+    end_run(run, outcome, error)
+
+
+def begin_report(
+    job: Job,
+    carrier: Mapping[str, Any] | None,
+    *,
+    start_time: float | None = None,
+    unfinished: Sequence[trace.Span] = (),
+    attach: bool = False,
+) -> RunHandle:
+    """Open the process span of a run whose own process died.
+
+    This is :func:`report_run` without the end, for a parent process that
+    runs code of the job's own, such as a callback, before it ends the span
+    with :func:`end_run`. With ``attach`` the span is current until
+    :meth:`RunHandle.detach` or :func:`end_run`.
+    """
     own = next((span for span in unfinished if _runs_job(span, job)), None)
     end_abandoned([span for span in unfinished if span is not own])
     if own is None:
-        run = begin_run(job, carrier, start_time=start_time, attach=False)
+        run = begin_run(job, carrier, start_time=start_time, attach=attach)
     else:
         started = getattr(own, "start_time", None)
         queue_time = (getattr(own, "attributes", None) or {}).get(names.JOB_QUEUE_TIME)
         run = RunHandle(
             job, own, None if started is None else started / 1e9, queue_time
         )
+        if attach:
+            current = context.set_value(_RUN_KEY, run, trace.set_span_in_context(own))
+            run.token = context.attach(current)
     run.span.set_attribute(names.REPORTED_BY_PARENT, True)
-    end_run(run, outcome, error)
+    return run
 
 
 def _runs_job(span: trace.Span, job: Job) -> bool:

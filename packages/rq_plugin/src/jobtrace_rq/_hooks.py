@@ -53,8 +53,8 @@ _batch: ContextVar[list[jobtrace.SendHandle] | None] = ContextVar(
 # The pipe opened for the work horse that fork_work_horse is forking now.
 _fork_pipe: jobtrace.SpanPipe | None = None
 
-#: Installed wrappers, as (owner class, method name), for :func:`remove`.
-_installed: list[tuple[type, str]] = []
+#: Installed wrappers, as (owner class or module, name), for :func:`remove`.
+_installed: list[tuple[Any, str]] = []
 
 # Whether this process looked for other tracers. The first send and the
 # worker's start look, so that forked work horses inherit the result.
@@ -341,14 +341,14 @@ _WORKER_WRAPPERS = (
 )
 
 
-def _targets() -> list[tuple[type, str, Any]]:
+def _targets() -> list[tuple[Any, str, Any]]:
     from rq import worker
     from rq.job import Job
     from rq.queue import Queue
 
     from jobtrace_rq import _resends
 
-    targets: list[tuple[type, str, Any]] = [
+    targets: list[tuple[Any, str, Any]] = [
         (Queue, "enqueue_job", _wrapped_enqueue_job),
         (Queue, "schedule_job", _wrapped_schedule_job),
         (Queue, "enqueue_many", _wrapped_enqueue_many),
@@ -359,6 +359,7 @@ def _targets() -> list[tuple[type, str, Any]]:
     if "_handle_retry_result" in vars(Job):
         targets.append((Job, "_handle_retry_result", _wrapped_retry))
     targets.extend(_resends.targets())
+    targets.extend(_reports.stopped_callback_targets())
 
     names = ("Worker", "SimpleWorker", "SpawnWorker")
     classes = [getattr(worker, name) for name in names if hasattr(worker, name)]
@@ -390,7 +391,7 @@ def install() -> None:
         _installed.append((owner, method))
 
 
-def _unwrap(owner: type, method: str) -> None:
+def _unwrap(owner: Any, method: str) -> None:
     # Read the wrapper from the class's own dict, because getattr() would
     # bind a wrapped classmethod and restore it as a bound method.
     original = getattr(vars(owner).get(method), "__wrapped__", None)

@@ -10,6 +10,7 @@ the job's meta.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -19,6 +20,9 @@ from jobtrace_rq._propagation import job_from_rq, read_carrier
 
 # Start time of the horse run of each job that this process is monitoring.
 _monitored: jobtrace.BoundedRegistry[str, float] = jobtrace.BoundedRegistry()
+# Process spans of stopped jobs, opened before RQ runs the stopped callback
+# in the worker and ended by handle_job_failure, which RQ calls after it.
+_stopped: jobtrace.BoundedRegistry[str, jobtrace.RunHandle] = jobtrace.BoundedRegistry()
 # The pipe that carries the spans of the horse this worker forked last.
 _horse_pipe: jobtrace.SpanPipe | None = None
 
@@ -94,6 +98,9 @@ def wrapped_monitor_work_horse(
     finally:
         with _MONITOR:
             _monitored.pop(job.id)
+            # RQ 1.x and 2.x skip handle_job_failure when the stopped
+            # callback raises.
+            _end_stopped_run(job, "stopped callback failed")
             # The horse has exited. Spans it left open belong to no job
             # that the worker reported, for example when the job's code
             # called os._exit itself.
@@ -111,12 +118,57 @@ def wrapped_handle_job_failure(
     return wrapped(*args, **kwargs)
 
 
+def wrapped_stopped_callback(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    # In RQ 1.x and 2.x this wraps Job.execute_stopped_callback, so the job
+    # is the instance. In RQ 3.0 it wraps a function that takes the job.
+    job = instance if instance is not None else argument(args, kwargs, 0, "job")
+    run = None
+    with _LOST:
+        run = _begin_stopped_run(job)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        if run is not None:
+            with _LOST:
+                run.detach()
+
+
+def _begin_stopped_run(job: Any) -> jobtrace.RunHandle | None:
+    started = _monitored.pop(job.id)
+    if started is None:
+        return None
+    carrier = read_carrier(job)
+    run = jobtrace.begin_report(
+        job_from_rq(job, carrier),
+        carrier,
+        start_time=started,
+        unfinished=_collect_horse_spans(),
+        attach=True,
+    )
+    _stopped.put(job.id, run)
+    return run
+
+
+def _end_stopped_run(job: Any, message: str) -> bool:
+    run = _stopped.pop(job.id)
+    if run is None:
+        return False
+    jobtrace.end_run(run, Outcome.INTERRUPTED, WorkHorseLostError(message))
+    return True
+
+
 def _report_lost_run(worker: Any, args: Any, kwargs: Any) -> None:
     job = argument(args, kwargs, 0, "job")
-    started = _monitored.pop(job.id)
-    if started is None or getattr(worker, "is_horse", False):
-        return
     message = argument(args, kwargs, 3, "exc_string") or "work horse exited"
+    if getattr(worker, "is_horse", False):
+        return
+    if _end_stopped_run(job, str(message).strip()):
+        return
+    started = _monitored.pop(job.id)
+    if started is None:
+        return
     outcome = _lost_outcome(worker, job, started)
     carrier = read_carrier(job)
     jobtrace.report_run(
@@ -156,10 +208,29 @@ def _lost_outcome(worker: Any, job: Any, started: float) -> Outcome:
     return Outcome.KILLED
 
 
+def stopped_callback_targets() -> list[tuple[Any, str, Any]]:
+    """Return where the installed RQ runs a stopped job's callback.
+
+    RQ 1.x and 2.x call ``Job.execute_stopped_callback``. RQ 3.0 calls the
+    function ``execute_stopped_callback`` that the forking ``Worker``'s
+    module imports from ``rq.callbacks``, so that module's name is wrapped.
+    """
+    from rq.job import Job
+    from rq.worker import Worker
+
+    if "execute_stopped_callback" in vars(Job):
+        return [(Job, "execute_stopped_callback", wrapped_stopped_callback)]
+    module = sys.modules[Worker.__module__]
+    if callable(getattr(module, "execute_stopped_callback", None)):
+        return [(module, "execute_stopped_callback", wrapped_stopped_callback)]
+    return []
+
+
 def clear() -> None:
-    """Forget the monitored runs and the horse's pipe."""
+    """Forget the monitored runs, the stopped runs and the horse's pipe."""
     global _horse_pipe
     _monitored.clear()
+    _stopped.clear()
     _horse_pipe = None
 
 
