@@ -205,10 +205,27 @@ def test_decorator_delay_is_traced(instrumented: Any, queue: Queue) -> None:
     assert send.attributes["messaging.destination.name"] == queue.name
 
 
-def test_scheduled_job_queue_time(instrumented: Any, queue: Queue) -> None:
-    """enqueue_at sends at once, and queue time counts from the schedule."""
-    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
-    queue.enqueue_at(at, jobs.add, 1, 2)
+def test_enqueue_call_is_traced(instrumented: Any, queue: Queue) -> None:
+    """enqueue_call gives a send span, and the job's run links to it."""
+    job = queue.enqueue_call(jobs.add, args=(1, 2))
+    work(queue)
+
+    (send,) = named(instrumented, "send tests.rq.jobs.add")
+    (run,) = named(instrumented, "process tests.rq.jobs.add")
+    assert send.attributes["messaging.message.id"] == job.id
+    assert send.attributes["messaging.destination.name"] == queue.name
+    assert link_targets(run, "send") == [send.context.span_id]
+
+
+@pytest.mark.parametrize("method", ["enqueue_at", "enqueue_in"])
+def test_scheduled_job_queue_time(instrumented: Any, queue: Queue, method: str) -> None:
+    """A scheduled job sends at once, and queue time counts from the schedule."""
+    delay = datetime.timedelta(seconds=1)
+    if method == "enqueue_at":
+        at = datetime.datetime.now(datetime.timezone.utc) + delay
+        queue.enqueue_at(at, jobs.add, 1, 2)
+    else:
+        queue.enqueue_in(delay, jobs.add, 1, 2)
     time.sleep(1.5)
     scheduler = RQScheduler([queue], connection=queue.connection)
     scheduler.acquire_locks()
