@@ -76,6 +76,13 @@ def declare(broker: dramatiq.Broker, queue: str) -> types.SimpleNamespace:
         if message is not None and message.options.get("retries", 0) < 2:
             raise ConnectionError("not yet")
 
+    @actor(max_retries=1)
+    def request_retry() -> None:
+        """Raise dramatiq.Retry on the first attempt, and return on the second."""
+        message = CurrentMessage.get_current_message()
+        if message is not None and not message.options.get("retries"):
+            raise dramatiq.Retry("later", delay=10)
+
     @actor(throws=(ExpectedError,))
     def expected() -> None:
         raise ExpectedError("declared")

@@ -93,6 +93,7 @@ def test_outcomes_and_attempts(
     failing = actors.fail.send()
     exhausted = actors.always_fail.send()
     flaky = actors.fail_twice.send()
+    requested = actors.request_retry.send()
     declared = actors.expected.send()
     slow = actors.slow.send()
     old = actors.add.send_with_options(args=(1, 1), max_age=1)
@@ -107,6 +108,7 @@ def test_outcomes_and_attempts(
                 receiver, {exhausted.message_id, flaky.message_id}, count=3
             )
         )
+        runs.update(process_spans_for(receiver, {requested.message_id}, count=2))
 
     (failed,) = runs[failing.message_id]
     assert failed.attributes["jobtrace.job.outcome"] == "failure"
@@ -124,6 +126,15 @@ def test_outcomes_and_attempts(
 
     assert outcomes(runs[exhausted.message_id]) == ["retry", "retry", "failure"]
     assert outcomes(runs[flaky.message_id]) == ["retry", "retry", "success"]
+    # The Retries middleware retries a dramatiq.Retry that the actor raised
+    # like any other exception, and a retried run has no ERROR status.
+    retried = sorted(
+        runs[requested.message_id],
+        key=lambda span: span.attributes["jobtrace.job.attempt"],
+    )
+    assert outcomes(retried) == ["retry", "success"]
+    assert [s.attributes["jobtrace.job.attempt"] for s in retried] == [1, 2]
+    assert retried[0].status_code == "UNSET"
     attempts = sorted(
         runs[exhausted.message_id],
         key=lambda span: span.attributes["jobtrace.job.attempt"],
