@@ -37,9 +37,9 @@ FLUSH_TIMEOUT = 2.0
 BATCH = {"celery": 100, "rq": 15, "dramatiq": 200}
 ROUNDS = 3
 #: Rounds run while a ratio is under the minimum. A worker's ratio is the
-#: median of its rounds' ratios, so one round that the scheduler of a
-#: shared machine slowed does not decide the result, but a worker whose
-#: jobs wait for the collector stays under it however many rounds run.
+#: median of its rounds' ratios, so one round that the scheduler slowed
+#: does not decide the result. A worker whose jobs wait for the collector
+#: stays under the minimum however many rounds run.
 MAX_ROUNDS = 9
 MIN_RATIO = 0.9
 #: Time beyond two flush limits that a worker with a hanging collector may
