@@ -40,6 +40,15 @@ METHOD = """\
   horses hand over to the worker. RQ workers run fewer jobs per second than
   Celery's, so they drain fewer jobs per round, as the description of the
   run above lists.
+- **Dramatiq workers** run as `dramatiq benchmarks.dramatiq_app --processes 1
+  --threads 1` on a RedisBroker with Dramatiq's default middleware (without
+  Prometheus), and are killed after the end marker. With one thread the
+  broker's consumer prefetches 2 messages and, while both are
+  unacknowledged, sleeps 5 to 10 ms before fetching again. So the
+  uninstrumented worker runs about 250 no-op jobs/s although each job takes
+  under 1 ms of CPU. Its throughput is bound by that wait more than by CPU,
+  so the extra CPU per job is the better measure of a setup's cost. It
+  drains half of a round's jobs.
 - **Overheads are paired.** A round runs every setup back to back, and each
   ratio or extra cost is computed against the same round's uninstrumented
   run before the median over rounds is taken. Cells read
@@ -51,6 +60,8 @@ METHOD = """\
   below 100% its figures leave out the cost of sending the dropped ones. For
   RQ the count is of spans of kind CONSUMER per job (PRODUCER per enqueue),
   taken after the burst worker has exited, and includes the two marker jobs.
+  For Dramatiq it is the same count, taken after the end marker's flush, and
+  includes the start marker.
 - **Setups.** jobtrace: `jobtrace_celery.instrument()` in the app module.
   opentelemetry-instrumentation-celery: an SDK `TracerProvider` with
   `BatchSpanProcessor` and the OTLP/HTTP exporter, set up with
@@ -68,6 +79,17 @@ METHOD = """\
   `sentry_sdk.init(traces_sample_rate=1.0, integrations=[RqIntegration()])`,
   as Sentry's RQ guide shows. A setup that does not install, or whose setup
   raises with the installed RQ, is listed with the reason instead of figures.
+- **Dramatiq setups** are made in the broker module,
+  `benchmarks/dramatiq_app.py`, which each worker process imports. jobtrace
+  calls `jobtrace_dramatiq.instrument()` after `dramatiq.set_broker()`.
+  sentry-sdk calls
+  `sentry_sdk.init(traces_sample_rate=1.0, integrations=[DramatiqIntegration()])`
+  before the broker is built, because the integration adds its middleware in
+  a patched `Broker.__init__`, as its docstring states. Sentry's Dramatiq
+  guide shows the same call without `traces_sample_rate` and states that the
+  integration reports errors only, but the sentry-sdk listed above starts a
+  transaction per message once tracing is on, and Delivered counts those.
+  opentelemetry-python-contrib has no Dramatiq instrumentation.
 - **Cost of delivering the horse's spans.** RQ ends each work horse of its
   forking `Worker` with `os._exit`, so a setup must export the horse's spans
   or hand them to the worker before then. The extra ms and CPU µs per job
@@ -76,17 +98,33 @@ METHOD = """\
   same setup's extra CPU per job on SimpleWorker in the same round, which
   leaves the cost of getting the spans out of each horse.
 - **Producer side.** A fresh process per setup and round makes the warm-up
-  enqueues (`delay()` for Celery, `Queue.enqueue()` for RQ), then times the
-  measured ones and a final flush of the exporter with `time.perf_counter()`
-  (wall) and `time.process_time()` (CPU of all its threads). The enqueues run
-  outside any span or transaction, so sentry-sdk records no span for them
-  and only adds its trace headers (Celery) or nothing (RQ).
+  enqueues (`delay()` for Celery, `Queue.enqueue()` for RQ, `send()` for
+  Dramatiq), then times the measured ones and a final flush of the exporter
+  with `time.perf_counter()` (wall) and `time.process_time()` (CPU of all
+  its threads). The enqueues run outside any span or transaction, so
+  sentry-sdk records no span for them and only adds its trace headers
+  (Celery, Dramatiq) or nothing (RQ).
 - **Targets.** jobtrace's extra worker CPU per job and extra time and CPU per
   enqueue stay at most half of opentelemetry-instrumentation-celery's,
-  measured on the same Celery pool, on Celery prefork for RQ's SimpleWorker,
-  and on Celery's producer for RQ's producer. Throughput stays at least 0.96
+  measured on the same Celery pool, on Celery prefork for RQ's SimpleWorker
+  and Dramatiq's worker, and on Celery's producer for RQ's and Dramatiq's
+  producers. Throughput stays at least 0.96
   of the uninstrumented worker's, and 0.90 on RQ's forking Worker, which must
   also deliver every span. A target whose reference did not run is not measured.
+- **Span budget.** `benchmarks/budget.py` runs in the benchmark's own
+  process after the workers and producers, with no Redis and no collector.
+  Pruning feeds one trace's span starts and ends straight to the budget
+  processor (default budget of 2,048 spans, partial flush every 300 spans).
+  The cost per span makes traces with the SDK's tracer and counts the
+  process's CPU time until a flush has exported them, through the SDK's
+  `BatchSpanProcessor` alone or with jobtrace's processors in front of it.
+  The exporter either encodes each batch as OTLP/protobuf and drops the
+  bytes, or drops the batch as it is. A round measures every case once, and
+  the extra cost is against the same round's batch processor alone, on the
+  same exporter and traces. The memory job makes its trace, 3 levels deep,
+  in a fresh process, whose peak resident set size (`VmHWM`) is reset just
+  before it. The description of the run above gives the sizes. Quick mode
+  uses smaller traces and a smaller job.
 - **Noise.** The worker shares the machine's cores with Redis, the receiving
   HTTP server and the benchmark itself, and with anything else running. Compare
   figures within one run, and prefer a full run on an otherwise idle machine.

@@ -19,10 +19,12 @@ DISTRIBUTIONS = (
     "opentelemetry-instrumentation-celery",
     "rq",
     "opentelemetry-instrumentation-rq",
+    "dramatiq",
     "sentry-sdk",
     "jobtrace",
     "jobtrace-celery",
     "jobtrace-rq",
+    "jobtrace-dramatiq",
 )
 
 

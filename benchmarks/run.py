@@ -1,8 +1,10 @@
 """Measure jobtrace's overhead per job against the alternatives.
 
-Runs real workers and producers against Redis on 127.0.0.1:6379, prints
-the results and rewrites BENCHMARKS.md. ``nox -s bench`` installs what the
-setups need and runs this module; ``nox -s bench -- --quick`` takes about 2
+Runs real Celery, RQ and Dramatiq workers and producers against Redis on
+127.0.0.1:6379, then measures the span budget (:mod:`benchmarks.budget`),
+prints the results with the wall time of each part, and rewrites
+BENCHMARKS.md. ``nox -s bench`` installs what the setups need and runs this
+module; ``nox -s bench -- --quick`` runs one short round in about 2
 minutes, and ``--host`` chooses the job systems to measure. This is a
 measurement, not a test: it exits with an error only when a run cannot be
 measured, and a missed target is reported, not failed.
@@ -23,10 +25,21 @@ from typing import Protocol
 import redis
 from kombu.exceptions import OperationalError
 
-from benchmarks import _document, _machine, _report, _targets, celery_bench, rq_bench
+from benchmarks import (
+    _budget_tables,
+    _document,
+    _machine,
+    _report,
+    _targets,
+    budget,
+    celery_bench,
+    dramatiq_bench,
+    rq_bench,
+)
 from benchmarks._process import ROOT, BenchmarkError
 from benchmarks._samples import BASELINE, ProducerSample, WorkerSample
 from benchmarks._sink import TelemetrySink
+from benchmarks._timing import Stopwatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +51,19 @@ class Mode:
     jobs: int
     calls: int
     warmup: int
+    budget: budget.Sizes
 
 
-# On a 2-core machine a full run of the Celery part took about 6 minutes
-# and one of the RQ part about 7. A quick run of both took about 2.
-FULL = Mode("full", rounds=5, jobs=5000, calls=2000, warmup=200)
-QUICK = Mode("quick", rounds=2, jobs=1000, calls=500, warmup=100)
+# Most of a round is start-up. In quick runs on a 2-core machine, each of
+# the 27 worker and producer processes of a round with every setup took 2
+# to 4 s to start and stop, 85 to 90 s per round. Draining took 50 to 75 s
+# per 1,000 jobs, and the producers about 11 s per 1,000 enqueues. The full
+# span budget figures took an estimated 3 minutes, so a full run should
+# take about 13 minutes there.
+FULL = Mode("full", rounds=5, jobs=500, calls=500, warmup=100, budget=budget.FULL_SIZES)
+QUICK = Mode(
+    "quick", rounds=1, jobs=200, calls=200, warmup=50, budget=budget.QUICK_SIZES
+)
 
 
 class Host(Protocol):
@@ -79,7 +99,7 @@ class Host(Protocol):
     ) -> ProducerSample: ...  # fmt: skip
 
 
-HOSTS: tuple[Host, ...] = (celery_bench, rq_bench)
+HOSTS: tuple[Host, ...] = (celery_bench, rq_bench, dramatiq_bench)
 HOST_CHOICES = [host.HOST for host in HOSTS]
 SETUP_CHOICES = sorted({s for host in HOSTS for s in host.SETUP_LABELS} - {BASELINE})
 
@@ -114,6 +134,7 @@ def _run(
     load_before = _machine.load_average()
     clock = time.monotonic()
     hosts = [host for host in HOSTS if not args.host or host.HOST in args.host]
+    stopwatch = Stopwatch()
     with TelemetrySink() as sink:
         skipped = {
             host.HOST: host.unavailable_setups(
@@ -121,8 +142,14 @@ def _run(
             )
             for host in hosts
         }
-        workers = _run_workers(mode, hosts, args.setups, skipped, sink, redis_url)
-        producers = _run_producers(mode, hosts, args.setups, skipped, sink, redis_url)
+        runner = _Runner(mode, args.setups, skipped, sink, redis_url, stopwatch)
+        workers = runner.workers(hosts)
+        producers = runner.producers(hosts)
+    budget_tables = []
+    if not args.no_budget:
+        with stopwatch.timing("span budget"):
+            figures = budget.measure(mode.budget, progress=_progress)
+        budget_tables = _budget_tables.tables(figures)
     labels = {host.HOST: {**host.SETUP_LABELS, **host.WORKER_LABELS} for host in HOSTS}
     forking = {host.HOST: host.FORKING_WORKERS for host in hosts}
     tables = [
@@ -130,10 +157,11 @@ def _run(
         _report.producer_table(producers, labels, skipped),
         *_report.horse_tables(workers, labels, forking),
         _targets.target_table(workers, producers, labels, forking),
+        *budget_tables,
     ]
     run = _document.RunInfo(
         command=command,
-        mode=_describe(mode, hosts),
+        mode=_describe(mode, hosts, with_budget=not args.no_budget),
         started=started.strftime("%Y-%m-%d %H:%M UTC"),
         minutes=(time.monotonic() - clock) / 60,
         machine=_machine.machine(),
@@ -141,61 +169,75 @@ def _run(
         load_before=load_before,
         load_after=_machine.load_average(),
     )
+    _progress(f"\n{_report.as_text(stopwatch.table())}\n")
+    _progress(f"The run took {run.minutes:.1f} minutes.")
     text = "\n\n".join(_report.as_text(table) for table in tables)
     notes = _document.kept_notes(args.output)
     return text, _document.render(run, tables, notes)
 
 
-def _run_workers(
-    mode: Mode,
-    hosts: Sequence[Host],
-    setups: Sequence[str],
-    skipped: Mapping[str, Mapping[str, str]],
-    sink: TelemetrySink,
-    redis_url: str,
-) -> list[WorkerSample]:
-    samples = []
-    for number in range(1, mode.rounds + 1):
-        for host in hosts:
-            chosen = _chosen(host, setups, skipped[host.HOST])
-            for worker in host.WORKER_LABELS:
-                jobs = _jobs(mode, host, worker)
+class _Runner:
+    """Runs every round of the workers, then of the producers, of some hosts."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        setups: Sequence[str],
+        skipped: Mapping[str, Mapping[str, str]],
+        sink: TelemetrySink,
+        redis_url: str,
+        stopwatch: Stopwatch,
+    ) -> None:
+        self.mode = mode
+        self.setups = setups
+        self.skipped = skipped
+        self.sink = sink
+        self.redis_url = redis_url
+        self.stopwatch = stopwatch
+
+    def workers(self, hosts: Sequence[Host]) -> list[WorkerSample]:
+        """Run every worker type with every setup, round after round."""
+        mode, samples = self.mode, []
+        for number in range(1, mode.rounds + 1):
+            for host in hosts:
+                chosen = _chosen(host, self.setups, self.skipped[host.HOST])
+                for worker in host.WORKER_LABELS:
+                    jobs = _jobs(mode, host, worker)
+                    part = f"{host.HOST} {host.WORKER_LABELS[worker]}"
+                    for setup in _rotated(chosen, number):
+                        with self.stopwatch.timing(part) as timing:
+                            sample = host.run_worker(
+                                worker, setup, jobs, number, self.sink, self.redis_url
+                            )
+                            timing.measured += sample.seconds
+                        _progress(
+                            f"round {number}/{mode.rounds} {host.HOST} {worker} "
+                            f"{setup}: {sample.throughput:,.0f} jobs/s, "
+                            f"{sample.cpu_us_per_job:,.0f} µs CPU/job"
+                        )
+                        samples.append(sample)
+        return samples
+
+    def producers(self, hosts: Sequence[Host]) -> list[ProducerSample]:
+        """Run every host's producer with every setup, round after round."""
+        mode, samples = self.mode, []
+        for number in range(1, mode.rounds + 1):
+            for host in hosts:
+                chosen = _chosen(host, self.setups, self.skipped[host.HOST])
                 for setup in _rotated(chosen, number):
-                    sample = host.run_worker(
-                        worker, setup, jobs, number, sink, redis_url
-                    )
+                    with self.stopwatch.timing(f"{host.HOST} producer") as timing:
+                        sample = host.run_producer(
+                            setup, mode.calls, mode.warmup, number, self.sink,
+                            self.redis_url,
+                        )  # fmt: skip
+                        timing.measured += sample.wall_seconds
                     _progress(
-                        f"round {number}/{mode.rounds} {host.HOST} {worker} "
-                        f"{setup}: {sample.throughput:,.0f} jobs/s, "
-                        f"{sample.cpu_us_per_job:,.0f} µs CPU/job"
+                        f"round {number}/{mode.rounds} {host.HOST} producer {setup}: "
+                        f"{sample.wall_us_per_call:,.0f} µs/enqueue, "
+                        f"{sample.cpu_us_per_call:,.0f} µs CPU/enqueue"
                     )
                     samples.append(sample)
-    return samples
-
-
-def _run_producers(
-    mode: Mode,
-    hosts: Sequence[Host],
-    setups: Sequence[str],
-    skipped: Mapping[str, Mapping[str, str]],
-    sink: TelemetrySink,
-    redis_url: str,
-) -> list[ProducerSample]:
-    samples = []
-    for number in range(1, mode.rounds + 1):
-        for host in hosts:
-            chosen = _chosen(host, setups, skipped[host.HOST])
-            for setup in _rotated(chosen, number):
-                sample = host.run_producer(
-                    setup, mode.calls, mode.warmup, number, sink, redis_url
-                )
-                _progress(
-                    f"round {number}/{mode.rounds} {host.HOST} producer {setup}: "
-                    f"{sample.wall_us_per_call:,.0f} µs/enqueue, "
-                    f"{sample.cpu_us_per_call:,.0f} µs CPU/enqueue"
-                )
-                samples.append(sample)
-    return samples
+        return samples
 
 
 def _jobs(mode: Mode, host: Host, worker: str) -> int:
@@ -241,17 +283,19 @@ def _command(argv: Sequence[str]) -> str:
     return f"python -m benchmarks.run {arguments}".rstrip()
 
 
-def _describe(mode: Mode, hosts: Sequence[Host]) -> str:
+def _describe(mode: Mode, hosts: Sequence[Host], with_budget: bool) -> str:
     fewer = [
         f"{host.HOST} {host.WORKER_LABELS[worker]} {_jobs(mode, host, worker):,}"
         for host in hosts
         for worker in host.JOBS_SHARE
     ]
     exceptions = f", but {' and '.join(fewer)}" if fewer else ""
+    budget_sizes = f"; {mode.budget.describe()}" if with_budget else ""
     return (
-        f"{mode.name} mode: {mode.rounds} rounds; each worker drains "
-        f"{mode.jobs:,} no-op jobs per round{exceptions}, each producer times "
-        f"{mode.calls:,} enqueues after {mode.warmup:,} untimed ones"
+        f"{mode.name} mode: {mode.rounds} round{'s' if mode.rounds > 1 else ''}; "
+        f"each worker drains {mode.jobs:,} no-op jobs per round{exceptions}, "
+        f"each producer times {mode.calls:,} enqueues after {mode.warmup:,} "
+        f"untimed ones{budget_sizes}"
     )
 
 
@@ -290,11 +334,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure jobtrace's overhead per job against the alternatives.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a short run of about a minute"
+        "--quick",
+        action="store_true",
+        help="one short round and smaller span budget figures, about 2 minutes",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave BENCHMARKS.md"
     )
+    parser.add_argument(
+        "--no-budget", action="store_true",
+        help="leave out the span budget figures, which need no Redis",
+    )  # fmt: skip
     parser.add_argument(
         "--output", type=Path, default=ROOT / "BENCHMARKS.md",
         help="the Markdown file to rewrite (default: BENCHMARKS.md)",
@@ -302,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=_positive, help="rounds per setup")
     parser.add_argument(
         "--jobs", type=_positive,
-        help="jobs per worker round; RQ's workers drain a share of them",
+        help="jobs per worker round; RQ's and Dramatiq's workers drain a share",
     )  # fmt: skip
     parser.add_argument("--calls", type=_positive, help="timed enqueues per round")
     parser.add_argument(
