@@ -129,6 +129,11 @@ def fail_once() -> int:
     return runs
 
 
+def environment_variable(name: str) -> str | None:
+    """Return environment variable ``name`` of the process that ran the job."""
+    return os.environ.get(name)
+
+
 def echo(*args: Any, **kwargs: Any) -> str:
     """Take any arguments and ignore them, for the argument recording tests."""
     return "echoed"

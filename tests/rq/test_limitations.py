@@ -106,29 +106,3 @@ def test_early_provider_marks_worker(rq_url: str, queue: Queue) -> None:
 
     assert finished.returncode == 0
     assert finished.stdout.splitlines()[-1] == "worker"
-
-
-@pytest.mark.skipif(RQ_MAJOR < 3, reason="SpawnWorker horses are traced on RQ 3.x")
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/metrics.md, Limitations: each SpawnWorker horse exports "
-    "metrics of its own",
-)
-def test_spawn_horse_metrics_in_worker(
-    rq_url: str, queue: Queue, receiver: OtlpReceiver
-) -> None:
-    """A SpawnWorker's job metrics come from one process, not one per job."""
-    for i in range(2):
-        queue.enqueue(jobs.add, i, i)
-    env = {"OTEL_METRIC_EXPORT_INTERVAL": "500"}
-    with rq_worker(
-        receiver, rq_url, queue.name, "--burst", worker_class="spawn", env=env
-    ) as worker:
-        assert wait_for_exit(worker) == 0
-
-    instances = {
-        point.resource.get("service.instance.id")
-        for point in receiver.latest_points().values()
-        if point.name == "messaging.process.duration"
-    }
-    assert len(instances) == 1

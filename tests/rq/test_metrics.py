@@ -19,6 +19,7 @@ from ..tracing import (
     units_and_bounds,
 )
 from . import jobs
+from .conftest import RQ_MAJOR
 from .workers import rq_worker, wait_for_exit
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 METRICS_ENV = {"OTEL_METRIC_EXPORT_INTERVAL": "500"}
 
 
-@pytest.mark.parametrize("worker_class", ["forking", "simple"])
+@pytest.mark.parametrize("worker_class", ["forking", "simple", "spawn"])
 def test_counts_match_jobs(
     rq_url: str,
     queue: Queue,
@@ -38,6 +39,8 @@ def test_counts_match_jobs(
 
     The producer in this process exports its enqueue counts too.
     """
+    if worker_class == "spawn" and RQ_MAJOR < 3:
+        pytest.skip("SpawnWorker horses are traced since RQ 3.0")
     with producer_metrics(receiver):
         for i in range(6):
             queue.enqueue(jobs.add, i, i)

@@ -10,7 +10,9 @@ spans on the parent's batch processor. One export then carries the spans of
 many jobs, and the parent can end the spans of a child that died.
 
 Spans cross the pipe as :mod:`marshal` data, which contains plain values
-only and never code. Only a fork of this process can write to the pipe.
+only and never code. Only a fork of this process, or a child that it
+spawned with the pipe's ends (see :mod:`jobtrace._spawned`), can write to
+the pipe.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from jobtrace import _delivery
+from jobtrace import _delivery, _spawned
 from jobtrace import _names as names
 from jobtrace._guard import Guard
 
@@ -217,6 +219,9 @@ class SpanPipe:
         # The parent confirms a child's flush request on this second pipe.
         self._ack_read_fd, self._ack_write_fd = os.pipe()
         self._settled = False
+        # The value PIPE_VARIABLE had before pass_to_spawn() set it.
+        self._saved_variable: str | None = None
+        self._passed_to_spawn = False
         with _lock:
             _opened += 1
 
@@ -227,6 +232,32 @@ class SpanPipe:
         self._settled = True
         with _lock:
             _opened -= 1
+
+    def pass_to_spawn(self) -> None:
+        """Offer the child's end to the next process that this one spawns.
+
+        For a child started as a new interpreter (``os.posix_spawn`` with
+        ``os.environ``) in place of a fork: the child's two descriptors
+        become inheritable and :data:`jobtrace._spawned.PIPE_VARIABLE`
+        names them. After the spawn, call :meth:`use_in_parent`, or
+        :meth:`close` if it failed, which closes them here and restores
+        the variable's previous value.
+        """
+        os.set_inheritable(self._write_fd, True)
+        os.set_inheritable(self._ack_read_fd, True)
+        self._saved_variable = os.environ.get(_spawned.PIPE_VARIABLE)
+        self._passed_to_spawn = True
+        value = _spawned.value_for(self._write_fd, self._ack_read_fd)
+        os.environ[_spawned.PIPE_VARIABLE] = value
+
+    def _restore_variable(self) -> None:
+        if not self._passed_to_spawn:
+            return
+        self._passed_to_spawn = False
+        if self._saved_variable is None:
+            os.environ.pop(_spawned.PIPE_VARIABLE, None)
+        else:
+            os.environ[_spawned.PIPE_VARIABLE] = self._saved_variable
 
     def use_in_child(self) -> None:
         """Send the spans this process ends from now on to the parent."""
@@ -243,6 +274,7 @@ class SpanPipe:
         the reading thread :data:`ABANDONED_GRACE_SECONDS` after the child
         exits, for callers that never call :meth:`collect`.
         """
+        self._restore_variable()
         os.close(self._write_fd)
         os.close(self._ack_read_fd)
         self._settle()
@@ -275,7 +307,8 @@ class SpanPipe:
         return self._processor.reopener().start(started)
 
     def close(self) -> None:
-        """Close both ends, for a fork that failed."""
+        """Close both ends, for a fork or spawn that failed."""
+        self._restore_variable()
         self._settle()
         fds = (self._read_fd, self._write_fd, self._ack_read_fd, self._ack_write_fd)
         for fd in fds:
@@ -284,10 +317,22 @@ class SpanPipe:
 
 
 def activate(processor: HandoffProcessor | None) -> None:
-    """Make ``processor`` the one that :func:`open_span_pipe` uses."""
+    """Make ``processor`` the one that :func:`open_span_pipe` uses.
+
+    In a child that its parent spawned with a span pipe (see
+    :meth:`SpanPipe.pass_to_spawn`), the first processor activated sends
+    its spans through that pipe, as a forked child's does after
+    :meth:`SpanPipe.use_in_child`.
+    """
     global _active
     with _lock:
         _active = processor
+    if processor is None:
+        return
+    inherited = _spawned.take_inherited()
+    if inherited is not None:
+        processor._writer = _Writer(*inherited)
+        processor._passed_on = 0
 
 
 def open_span_pipe() -> SpanPipe | None:
@@ -915,6 +960,9 @@ def _forget_collector() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_collector)
+
+# At import, so that a spawned child's own children never inherit the pipe.
+_spawned.take_from_environment()
 
 
 def end_abandoned(spans: Sequence[trace.Span]) -> None:

@@ -273,16 +273,34 @@ def _wrapped_fork_work_horse(
 ) -> Any:
     # The horse writes its spans into a pipe that the worker reads, so the
     # worker exports them in batches and the job never waits for an export.
+    return _start_horse(wrapped, args, kwargs, spawn=False)
+
+
+def _wrapped_spawn_work_horse(
+    wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    # RQ 3.x's SpawnWorker starts the horse with os.posix_spawn and passes
+    # it os.environ, so the horse finds the pipe's ends in the environment
+    # and its jobtrace uses them as a forked horse's does.
+    # NOTE: another thread of the worker that starts a process during this
+    # call also passes the variable and the descriptors on. RQ's own
+    # threads (heartbeat, command listener) start none.
+    return _start_horse(wrapped, args, kwargs, spawn=True)
+
+
+def _start_horse(wrapped: Any, args: Any, kwargs: Any, *, spawn: bool) -> Any:
     global _fork_pipe
     with _FORK:
         _fork_pipe = jobtrace.open_span_pipe()
+        if spawn and _fork_pipe is not None:
+            _fork_pipe.pass_to_spawn()
     try:
         result = wrapped(*args, **kwargs)
     except BaseException:
         with _FORK:
             _close_fork_pipe(failed=True)
         raise
-    # Only the worker gets here: the horse ends inside wrapped() with
+    # Only the worker gets here: a forked horse ends inside wrapped() with
     # os._exit.
     with _FORK:
         _close_fork_pipe(failed=False)
@@ -310,7 +328,8 @@ def _wrapped_main_work_horse(
             pipe.use_in_child()
         else:
             # A SpawnWorker's work horse is a new interpreter that never
-            # called work().
+            # called work(). On RQ 3.x, building its provider makes it use
+            # the span pipe that its worker named in the environment.
             jobtrace.mark_worker()
             jobtrace.tracer()
     return wrapped(*args, **kwargs)
@@ -365,13 +384,26 @@ def _targets() -> list[tuple[Any, str, Any]]:
     classes = [getattr(worker, name) for name in names if hasattr(worker, name)]
     for method, wrapper in _WORKER_WRAPPERS:
         targets.extend((owner, method, wrapper) for owner in _owners(classes, method))
-    # Only the forking Worker's fork_work_horse calls os.fork(); SpawnWorker
-    # overrides it to start a new interpreter, which cannot share the pipe.
     targets.extend(
         (owner, "fork_work_horse", _wrapped_fork_work_horse)
         for owner in _owners([worker.Worker], "fork_work_horse")
     )
+    # SpawnWorker overrides fork_work_horse to start a new interpreter. On
+    # RQ 2.x that interpreter runs the plain rq.Worker and never imports
+    # jobtrace, so it gets no pipe.
+    spawning = getattr(worker, "SpawnWorker", None)
+    overrides = spawning is not None and "fork_work_horse" in vars(spawning)
+    if overrides and _rq_major() >= 3:
+        targets.append((spawning, "fork_work_horse", _wrapped_spawn_work_horse))
     return targets
+
+
+def _rq_major() -> int:
+    version = jobtrace.host_version("rq") or "0"
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
 
 
 def _owners(classes: list[type], method: str) -> list[type]:

@@ -1,11 +1,11 @@
 """Outcomes of runs, and runs reported by the worker instead of its horse.
 
-The forking ``Worker`` runs each job in a work horse process. When the
-horse dies before it ends its own span (SIGKILL, out of memory, killed by
-the monitor after ``job_timeout``, stopped through RQ's stop-job command,
-or killed by a cold shutdown), the worker that monitored it reports the
-job's process span, with the start time it recorded and the context in
-the job's meta.
+The forking ``Worker``, and the ``SpawnWorker`` of RQ 3.x, run each job
+in a work horse process. When the horse dies before it ends its own span
+(SIGKILL, out of memory, killed by the monitor after ``job_timeout``,
+stopped through RQ's stop-job command, or killed by a cold shutdown), the
+worker that monitored it reports the job's process span, with the start
+time it recorded and the context in the job's meta.
 """
 
 from __future__ import annotations
