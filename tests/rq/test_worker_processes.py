@@ -156,6 +156,27 @@ def test_killed_horse_keeps_job_spans(
     assert inside.start_ns >= run.start_ns
 
 
+def test_retried_killed_horse_next_outcome(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A run that the worker retried after its horse died does not mark the next.
+
+    The worker sends the retry, and the horse that it forks for the next
+    run starts with a copy of the worker's memory.
+    """
+    job = queue.enqueue(jobs.kill_horse_on_first_run, retry=Retry(max=1))
+    with rq_worker(receiver, rq_url, queue.name, "--burst") as worker:
+        assert wait_for_exit(worker) == 0
+
+    runs = process_spans_for(receiver, {job.id}, count=2)[job.id]
+    by_attempt = {span.attributes["jobtrace.job.attempt"]: span for span in runs}
+    assert job.return_value() == 2
+    assert set(by_attempt) == {1, 2}
+    assert by_attempt[1].attributes["jobtrace.job.outcome"] == "killed"
+    assert by_attempt[2].attributes["jobtrace.job.outcome"] == "success"
+    assert by_attempt[2].status_code != "ERROR"
+
+
 def test_horse_spans_open_at_kill_ended(
     rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
 ) -> None:

@@ -188,6 +188,10 @@ def _end_batch(
 def _wrapped_perform_job(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     job = argument(args, kwargs, 0, "job")
     with _BEGIN_RUN:
+        # Only a retry sent during this run makes it a retry. The forking
+        # worker sends one when a horse dies, outside any run, and the
+        # horse forked for the next run starts with a copy of that mark.
+        _retried.pop(_run_key(job))
         carrier = read_carrier(job)
         run = jobtrace.begin_run(
             job_from_rq(job, carrier),
