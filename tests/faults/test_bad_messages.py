@@ -29,7 +29,7 @@ import jobtrace
 import jobtrace_celery
 import jobtrace_dramatiq
 import jobtrace_rq
-from jobtrace_celery._propagation import build_carrier
+from jobtrace_celery._propagation import attempt_number, build_carrier
 from jobtrace_dramatiq import _propagation as dramatiq_propagation
 from jobtrace_rq._propagation import job_from_rq, read_carrier
 from tests.rq import jobs
@@ -38,6 +38,9 @@ from .inprocess import CeleryRunner, DramatiqRunner, RQRunner
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+#: OTLP encodes integer attributes as signed 64-bit values, and the
+#: exporter drops a larger one and logs an error for each span.
+OTLP_INT_LIMIT = 2**63
 
 META_CASES = [
     pytest.param(None, id="none"),
@@ -60,6 +63,8 @@ META_CASES = [
     pytest.param({"baggage": "k=" + "v" * 9000}, id="baggage-9kb"),
     pytest.param({"jobtrace_rq_attempt": "9" * 40}, id="attempt-40-digits"),
     pytest.param({"jobtrace_rq_attempt": -3}, id="attempt-negative"),
+    # A digit to str.isdigit() but not to int().
+    pytest.param({"jobtrace_rq_attempt": "\u00b2"}, id="attempt-superscript-two"),
     pytest.param({"jobtrace_rq_eta": "1e309"}, id="eta-overflow"),
     pytest.param({"jobtrace_rq_eta": ["now"]}, id="eta-list"),
     pytest.param({"jobtrace_sent_at": 1.7e9}, id="older-sent-at-float"),
@@ -301,6 +306,7 @@ def test_rq_carrier_fuzzed(meta: Any) -> None:
 
     assert isinstance(carrier, dict)
     assert described.attempt >= 1
+    assert described.attempt < OTLP_INT_LIMIT
     assert described.eta is None or math.isfinite(described.eta)
 
 
@@ -320,4 +326,32 @@ def test_dramatiq_carrier_fuzzed(options: dict[str, Any]) -> None:
 
     assert isinstance(carrier, dict)
     assert described.attempt >= 1
+    assert described.attempt < OTLP_INT_LIMIT
     assert described.eta is None or math.isfinite(described.eta)
+
+
+HUGE_RETRIES = [
+    pytest.param(10**9, id="billion"),
+    pytest.param(2**63, id="int64-overflow"),
+    pytest.param(10**30, id="ten-to-30"),
+    pytest.param(1e308, id="float-max"),
+    pytest.param(-(10**30), id="negative-ten-to-30"),
+]
+
+
+@pytest.mark.parametrize("retries", HUGE_RETRIES)
+def test_celery_huge_retries_first_attempt(retries: Any) -> None:
+    """A retries header of a billion or more counts as the first attempt."""
+    assert attempt_number(retries) == 1
+
+
+@pytest.mark.parametrize("retries", HUGE_RETRIES)
+def test_dramatiq_huge_retries_first_attempt(retries: Any) -> None:
+    """A retries option of a billion or more counts as the first attempt."""
+    message = types.SimpleNamespace(
+        options={"retries": retries}, message_id="m", actor_name="a", queue_name="q"
+    )
+
+    described = dramatiq_propagation.job_from_message(message, {})
+
+    assert described.attempt == 1

@@ -21,6 +21,11 @@ from jobtrace import Job
 
 SYSTEM = "celery"
 
+#: Retry counts from this one up count as the first attempt. No real job
+#: retries a billion times, and OTLP carries only 64-bit integers, so a
+#: larger attempt would lose its attribute in every export.
+MAX_RETRIES = 10**9
+
 
 def build_carrier(request: Any) -> dict[str, Any]:
     """Collect jobtrace's headers from a task request, request dict or message."""
@@ -46,13 +51,13 @@ def attempt_number(retries: Any) -> int:
     """Turn Celery's ``retries`` header into a 1-based attempt number.
 
     The header comes from any client that wrote the message, so anything that is not
-    a non-negative integer counts as the first attempt.
+    a non-negative integer below :data:`MAX_RETRIES` counts as the first attempt.
     """
     try:
         count = int(retries or 0)
     except (TypeError, ValueError, OverflowError):
         return 1
-    return count + 1 if count >= 0 else 1
+    return count + 1 if 0 <= count < MAX_RETRIES else 1
 
 
 def to_timestamp(value: Any) -> float | None:

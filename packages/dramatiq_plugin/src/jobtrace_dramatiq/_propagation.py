@@ -23,6 +23,10 @@ SYSTEM = "dramatiq"
 #: The ``message.options`` key that contains the carrier.
 OPTIONS_KEY = "jobtrace"
 ETA_FIELD = "jobtrace_dramatiq_eta"
+#: Retry counts from this one up count as the first attempt. No real job
+#: retries a billion times, and OTLP carries only 64-bit integers, so a
+#: larger attempt would lose its attribute in every export.
+MAX_RETRIES = 10**9
 
 
 def read_carrier(message: Any) -> dict[str, Any]:
@@ -57,13 +61,13 @@ def attempt_of(message: Any) -> int:
 
     The Retries middleware counts the retries so far in the ``retries``
     option, so the attempt is one more. The option comes from any client
-    that wrote the message, so anything but a non-negative integer counts
-    as the first attempt.
+    that wrote the message, so anything but a non-negative integer below
+    :data:`MAX_RETRIES` counts as the first attempt.
     """
     retries = message.options.get("retries")
-    if isinstance(retries, int) and not isinstance(retries, bool) and retries > 0:
-        return retries + 1
-    return 1
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        return 1
+    return retries + 1 if 0 < retries < MAX_RETRIES else 1
 
 
 def job_from_message(message: Any, carrier: Mapping[str, Any]) -> Job:

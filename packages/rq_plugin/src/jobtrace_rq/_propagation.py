@@ -60,7 +60,8 @@ def attempt_of(job: Any, carrier: Mapping[str, Any]) -> int:
     newer for jobs that return ``Retry``) gives the number.
     """
     recorded = carrier.get(ATTEMPT_FIELD)
-    if isinstance(recorded, str) and recorded.isdigit() and len(recorded) < 10:
+    # str.isdigit() also accepts digits such as "²" that int() rejects.
+    if isinstance(recorded, str) and recorded.isdecimal() and len(recorded) < 10:
         return max(1, int(recorded))
     retries = getattr(job, "number_of_retries", None)
     return 1 + retries if isinstance(retries, int) and retries > 0 else 1
