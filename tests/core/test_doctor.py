@@ -286,6 +286,52 @@ class TestResolve:
         assert targets == []
         assert [item.level for item in findings] == ["note", "note"]
 
+    @pytest.mark.parametrize("path", ["/v1/traces", "/v1/metrics/", "/v1/logs"])
+    def test_signal_path_in_base(self, path: str) -> None:
+        """A base endpoint that ends in a signal's path is a problem."""
+        targets, findings = _endpoint.resolve(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318" + path}
+        )
+
+        [finding] = findings
+        assert finding.level == "problem"
+        assert f"ends in {path.rstrip('/')}" in finding.message
+        assert "http://c:4318/v1/" in finding.message
+        assert "remove /v1/" in str(finding.fix)
+        assert len(targets) == 2
+
+    def test_signal_path_fix(self) -> None:
+        """The fix offers the per-signal variable of the path's signal."""
+        _, findings = _endpoint.resolve(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/v1/traces"}
+        )
+
+        [finding] = findings
+        assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in str(finding.fix)
+        assert "http://c:4318/v1/traces/v1/traces" in finding.message
+        assert "http://c:4318/v1/traces/v1/metrics" in finding.message
+
+    def test_signal_path_in_base_unused(self) -> None:
+        """The path is no problem where no OTLP/HTTP signal uses the base."""
+        grpc = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317/v1/traces",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        }
+        per_signal = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/v1/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces",
+            "OTEL_METRICS_EXPORTER": "none",
+        }
+
+        # Without the gRPC exporter installed, resolve() reports that instead.
+        grpc_messages = [item.message for item in _endpoint.resolve(grpc)[1]]
+        per_signal_messages = [
+            item.message for item in _endpoint.resolve(per_signal)[1]
+        ]
+
+        assert not any("ends in" in message for message in grpc_messages)
+        assert not any("ends in" in message for message in per_signal_messages)
+
 
 def traces_target(url: str, **headers: str) -> _endpoint.Target:
     """A traces target at ``url`` over OTLP/HTTP."""

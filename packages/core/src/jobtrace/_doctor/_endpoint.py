@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 from jobtrace._doctor._finding import Finding
+from jobtrace._doctor._masking import mask_url
 from jobtrace._doctor._probe import PATHS, Target, probe, timed_out
 
 __all__ = ["DEFAULT_TIMEOUT", "Target", "check", "probe", "resolve"]
@@ -26,6 +27,10 @@ _DEFAULT_BASE = {
     "grpc": "http://localhost:4317",
 }
 _PROTOCOLS = tuple(_DEFAULT_BASE)
+_BASE_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
+#: The paths of the OTLP/HTTP signals, which a base endpoint must not
+#: contain.
+_SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
 
 
 def resolve(environ: Mapping[str, str]) -> tuple[list[Target], list[Finding]]:
@@ -60,6 +65,9 @@ def resolve(environ: Mapping[str, str]) -> tuple[list[Target], list[Finding]]:
         if protocol is None:
             continue
         targets.append(_target(environ, signal, protocol))
+    finding = _signal_path_in_base(environ, targets)
+    if finding is not None:
+        findings.append(finding)
     return targets, findings
 
 
@@ -107,6 +115,37 @@ def _target(environ: Mapping[str, str], signal: str, protocol: str) -> Target:
     )
     headers = _headers(environ, signal)
     return Target(signal, protocol, url, variable, headers, certificate)
+
+
+def _signal_path_in_base(
+    environ: Mapping[str, str], targets: list[Target]
+) -> Finding | None:
+    # OTLP/HTTP appends the signal's path to the base endpoint, so a base
+    # that ends in one sends to ".../v1/traces/v1/traces". The gRPC
+    # exporter keeps only the host and port, so only OTLP/HTTP is affected.
+    base = environ.get(_BASE_VARIABLE, "").strip().rstrip("/")
+    path = next((item for item in _SIGNAL_PATHS if base.endswith(item)), None)
+    affected = [
+        target
+        for target in targets
+        if target.variable == _BASE_VARIABLE and target.protocol == "http/protobuf"
+    ]
+    if path is None or not affected:
+        return None
+
+    urls = ", ".join(target.shown for target in affected)
+    fix = f"remove {path} from {_BASE_VARIABLE}"
+    signal = path.rsplit("/", 1)[1]
+    if signal in PATHS:
+        own = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+        fix += f", or set the full URL {mask_url(base)} in {own}, used as is"
+    return Finding(
+        "endpoint",
+        "problem",
+        f"{_BASE_VARIABLE} ends in {path}, but the OTLP/HTTP exporter appends "
+        f"each signal's path to this base endpoint, so it sends to {urls}",
+        fix=fix,
+    )
 
 
 def _headers(environ: Mapping[str, str], signal: str) -> dict[str, str]:
