@@ -295,6 +295,28 @@ def test_stopped_callback_in_job_trace(
     assert callback.end_ns <= run.end_ns
 
 
+def test_stopped_job_missing_callback(
+    rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None
+) -> None:
+    """A stopped job whose callback cannot be imported is still reported."""
+    job = queue.enqueue(
+        jobs.save_pid_then_sleep,
+        30,
+        on_stopped=Callback("tests.rq.jobs.no_such_callback"),
+    )
+    with rq_worker(
+        receiver, rq_url, queue.name, "--burst", worker_class="listening"
+    ) as worker:
+        wait_for_saved_pid(job)
+        send_stop_job_command(queue.connection, job.id)
+        wait_for_exit(worker)
+
+    (run,) = process_spans_for(receiver, {job.id})[job.id]
+    assert run.attributes["jobtrace.job.outcome"] == "interrupted"
+    assert run.attributes["jobtrace.job.reported_by_parent"] is True
+    assert run.status_code == "ERROR"
+
+
 @pytest.mark.skipif(RQ_MAJOR < 2, reason="Repeat came in RQ 2.x")
 def test_repeats_link_to_own_sends(
     rq_url: str, queue: Queue, receiver: OtlpReceiver, producer: None

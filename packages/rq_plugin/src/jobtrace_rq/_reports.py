@@ -95,6 +95,14 @@ def wrapped_monitor_work_horse(
         with _MONITOR:
             _report_interrupted_run(job)
         raise
+    except Exception as error:
+        # RQ 1.x and 2.x import a stopped job's callback before they run it,
+        # so a callback that cannot be imported raises here. The stop-job
+        # command has killed the horse by then.
+        with _MONITOR:
+            if getattr(instance, "_stopped_job_id", None) == job.id:
+                _report_interrupted_run(job, error)
+        raise
     finally:
         with _MONITOR:
             _monitored.pop(job.id)
@@ -181,7 +189,7 @@ def _report_lost_run(worker: Any, args: Any, kwargs: Any) -> None:
     )
 
 
-def _report_interrupted_run(job: Any) -> None:
+def _report_interrupted_run(job: Any, error: BaseException | None = None) -> None:
     started = _monitored.pop(job.id)
     if started is None:
         return
@@ -190,6 +198,7 @@ def _report_interrupted_run(job: Any) -> None:
         job_from_rq(job, carrier),
         carrier,
         Outcome.INTERRUPTED,
+        error,
         start_time=started,
         unfinished=_collect_horse_spans(),
     )
