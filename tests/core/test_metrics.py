@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 import jobtrace
-from jobtrace import _aggregation, _handoff, _metrics, _provider
+from jobtrace import _aggregation, _guard, _handoff, _metrics, _provider
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._receiver import METRICS_PATH, Fault, OtlpReceiver
 
@@ -245,6 +245,24 @@ def test_aggregates_cumulative_and_delta() -> None:
     assert consumed(cumulative, False) == 2
     assert consumed(delta, True) == 1
     assert consumed(delta, True) == 0
+
+
+class _RaisingExporter(_MemoryExporter):
+    def export(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("nothing listens on 127.0.0.1:9")
+
+
+def test_raising_exporter_is_failure() -> None:
+    """An exporter that raises counts as a failed export, not a fault."""
+    _guard.reset_error_counts()
+    recorder = _aggregation.ExportingRecorder(
+        _RaisingExporter(), Resource.create({"service.name": "shop"}), 3600, delta=False
+    )
+    recorder.record(("process", RUN, 0.25, 1.5))
+
+    assert recorder.force_flush() is False
+    assert _guard.error_counts() == {}
+    recorder._stopped.set()
 
 
 def test_recorder_exports_series() -> None:

@@ -300,12 +300,20 @@ class ExportingRecorder:
             )
             # The exporter's own lines, one per failed export, are replaced
             # by one line when export fails and one when it works again.
+            raised = None
             with _delivery.quiet_logs() as held:
-                result = self._exporter.export(data, timeout_millis=timeout_millis)
+                try:
+                    result = self._exporter.export(data, timeout_millis=timeout_millis)
+                except Exception as error:
+                    # opentelemetry-exporter-otlp-proto-http 1.35 raises
+                    # requests' ConnectionError when nothing listens, where
+                    # later releases return a failure.
+                    result = MetricExportResult.FAILURE
+                    raised = _delivery.redact(f"{type(error).__name__}: {error}")
         succeeded = result is MetricExportResult.SUCCESS
         if not succeeded:
             self._unexported = True
-        self._log.update(succeeded, _delivery.reason_of(held))
+        self._log.update(succeeded, raised or _delivery.reason_of(held))
         return succeeded
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
