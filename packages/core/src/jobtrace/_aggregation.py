@@ -305,9 +305,9 @@ class ExportingRecorder:
                 try:
                     result = self._exporter.export(data, timeout_millis=timeout_millis)
                 except Exception as error:
-                    # opentelemetry-exporter-otlp-proto-http 1.35 raises
-                    # requests' ConnectionError when nothing listens, where
-                    # later releases return a failure.
+                    # opentelemetry-exporter-otlp-proto-http 1.35 can raise
+                    # requests' ConnectionError when nothing listens, instead
+                    # of returning a failure.
                     result = MetricExportResult.FAILURE
                     raised = _delivery.redact(f"{type(error).__name__}: {error}")
         succeeded = result is MetricExportResult.SUCCESS
