@@ -265,6 +265,51 @@ def test_raising_exporter_is_failure() -> None:
     recorder._stopped.set()
 
 
+class _FailingExporter(_MemoryExporter):
+    """An exporter that keeps each export and fails while ``failing`` is true."""
+
+    failing = True
+
+    def export(self, *args: Any, **kwargs: Any) -> MetricExportResult:
+        super().export(*args, **kwargs)
+        if self.failing:
+            return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
+
+
+def test_failed_delta_export_resent() -> None:
+    """A delta export that fails is counted again by the next one."""
+    exporter = _FailingExporter()
+    recorder = _aggregation.ExportingRecorder(
+        exporter, Resource.create({"service.name": "shop"}), 3600, delta=True
+    )
+    recorder.record(("process", RUN, 0.25, 1.5))
+    assert recorder.force_flush() is False
+    (lost,) = exported_points(exporter)[_metrics.CONSUMED_MESSAGES]
+    recorder.record(("process", RUN, 20.0, 0.5))
+    recorder.record(("send", {"jobtrace.job.name": "shop.tasks.charge"}, 0.002, None))
+
+    exporter.failing = False
+    assert recorder.force_flush()
+    found = exported_points(exporter)
+    (consumed,) = found[_metrics.CONSUMED_MESSAGES]
+    assert consumed.value == 2
+    assert consumed.start_time_unix_nano == lost.start_time_unix_nano
+    (duration,) = found[_metrics.PROCESS_DURATION]
+    assert (duration.count, duration.sum) == (2, 20.25)
+    assert (duration.min, duration.max) == (0.25, 20.0)
+    assert sum(duration.bucket_counts) == 2
+    (sent,) = found[_metrics.SENT_MESSAGES]
+    assert sent.value == 1
+
+    # A series that was exported is not exported again.
+    recorder.record(("process", RUN, 0.25, 1.5))
+    assert recorder.force_flush()
+    (consumed,) = exported_points(exporter)[_metrics.CONSUMED_MESSAGES]
+    assert consumed.value == 1
+    recorder.shutdown()
+
+
 def test_recorder_exports_series() -> None:
     """The recorder exports each instrument with bounded attributes only."""
     exporter = _MemoryExporter()

@@ -96,6 +96,10 @@ class Aggregates:
         self._start_ns = time.time_ns()
         self._histograms: dict[str, dict[_Key, _Series]] = {}
         self._counters: dict[str, dict[_Key, int]] = {}
+        self._last_delta: (
+            tuple[int, dict[str, dict[_Key, _Series]], dict[str, dict[_Key, int]]]
+            | None
+        ) = None
 
     def record(self, values: tuple[Any, ...]) -> None:
         """Add one measurement, as built by ``record_run`` or ``record_send``."""
@@ -132,12 +136,37 @@ class Aggregates:
         with self._lock:
             self._count(name, key, amount)
 
+    def restore_last_delta(self) -> None:
+        """Add the series of the last delta collection back, at most once.
+
+        The next delta collection then starts where the lost one started
+        and counts its measurements as well.
+        """
+        with self._lock:
+            last, self._last_delta = self._last_delta, None
+            if last is None:
+                return
+            start, histograms, counters = last
+            self._start_ns = start
+            for name, series in histograms.items():
+                current = self._histograms.setdefault(name, {})
+                for key, values in series.items():
+                    newer = current.get(key)
+                    current[key] = values if newer is None else _merged(values, newer)
+            for name, counts in counters.items():
+                for key, count in counts.items():
+                    self._count(name, key, count)
+
     def _count(self, name: str, key: _Key, amount: int = 1) -> None:
         counts = self._counters.setdefault(name, {})
         counts[key] = counts.get(key, 0) + amount
 
     def collect(self, *, delta: bool) -> list[Metric]:
-        """Return the series as SDK metrics; with ``delta``, start new ones."""
+        """Return the series as SDK metrics; with ``delta``, start new ones.
+
+        A delta collection keeps what it took until the next one, so that
+        :meth:`restore_last_delta` can return it after a failed export.
+        """
         now = time.time_ns()
         with self._lock:
             start = self._start_ns
@@ -145,6 +174,7 @@ class Aggregates:
             if delta:
                 self._histograms, self._counters = {}, {}
                 self._start_ns = now
+                self._last_delta = (start, histograms, counters)
             else:
                 histograms = {
                     n: {k: list(s) for k, s in v.items()} for n, v in histograms.items()
@@ -162,6 +192,13 @@ class Aggregates:
             for name, counts in counters.items()
         ]
         return collected
+
+
+def _merged(older: _Series, newer: _Series) -> _Series:
+    merged = [older[0] + newer[0], older[1] + newer[1]]
+    merged += [min(older[2], newer[2]), max(older[3], newer[3])]
+    merged += [a + b for a, b in zip(older[4:], newer[4:], strict=True)]
+    return merged
 
 
 def _histogram(
@@ -310,7 +347,11 @@ class ExportingRecorder:
                     # of returning a failure.
                     result = MetricExportResult.FAILURE
                     raised = _delivery.redact(f"{type(error).__name__}: {error}")
-        succeeded = result is MetricExportResult.SUCCESS
+            succeeded = result is MetricExportResult.SUCCESS
+            if not succeeded and self._delta:
+                # A delta series that the collector did not take would be
+                # lost: the next export would start after it.
+                self._aggregates.restore_last_delta()
         if not succeeded:
             self._unexported = True
         self._log.update(succeeded, raised or _delivery.reason_of(held))
