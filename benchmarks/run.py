@@ -4,8 +4,10 @@ Runs real Celery, RQ and Dramatiq workers and producers against Redis on
 127.0.0.1:6379, then measures the span budget (:mod:`benchmarks.budget`),
 prints the results with the wall time of each part, and rewrites
 BENCHMARKS.md. ``nox -s bench`` installs what the setups need and runs this
-module; ``nox -s bench -- --quick`` runs one short round in about 2
-minutes, and ``--host`` chooses the job systems to measure. This is a
+module. ``nox -s bench -- --quick`` runs one short round of jobtrace
+against uninstrumented workers and producers in about a minute, for
+development. ``--setups`` adds the other instrumentations to it, and
+``--host`` chooses the job systems to measure. This is a
 measurement, not a test: it exits with an error only when a run cannot be
 measured, and a missed target is reported, not failed.
 """
@@ -64,6 +66,9 @@ FULL = Mode("full", rounds=5, jobs=500, calls=500, warmup=100, budget=budget.FUL
 QUICK = Mode(
     "quick", rounds=1, jobs=200, calls=200, warmup=50, budget=budget.QUICK_SIZES
 )
+#: The setups of a quick run without ``--setups``: with the uninstrumented
+#: one, 16 processes instead of 27 per round.
+QUICK_SETUPS = ("jobtrace",)
 
 
 class Host(Protocol):
@@ -113,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         QUICK if args.quick else FULL,
         **{name: value for name, value in overrides.items() if value is not None},
     )
+    if args.quick and not args.setups:
+        args.setups = list(QUICK_SETUPS)
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     try:
         _check_redis(redis_url)
@@ -161,7 +168,7 @@ def _run(
     ]
     run = _document.RunInfo(
         command=command,
-        mode=_describe(mode, hosts, with_budget=not args.no_budget),
+        mode=_describe(mode, hosts, args.setups, with_budget=not args.no_budget),
         started=started.strftime("%Y-%m-%d %H:%M UTC"),
         minutes=(time.monotonic() - clock) / 60,
         machine=_machine.machine(),
@@ -283,7 +290,9 @@ def _command(argv: Sequence[str]) -> str:
     return f"python -m benchmarks.run {arguments}".rstrip()
 
 
-def _describe(mode: Mode, hosts: Sequence[Host], with_budget: bool) -> str:
+def _describe(
+    mode: Mode, hosts: Sequence[Host], setups: Sequence[str], with_budget: bool
+) -> str:
     fewer = [
         f"{host.HOST} {host.WORKER_LABELS[worker]} {_jobs(mode, host, worker):,}"
         for host in hosts
@@ -291,8 +300,10 @@ def _describe(mode: Mode, hosts: Sequence[Host], with_budget: bool) -> str:
     ]
     exceptions = f", but {' and '.join(fewer)}" if fewer else ""
     budget_sizes = f"; {mode.budget.describe()}" if with_budget else ""
+    chosen = f" ({', '.join(setups)} and uninstrumented)" if setups else ""
     return (
-        f"{mode.name} mode: {mode.rounds} round{'s' if mode.rounds > 1 else ''}; "
+        f"{mode.name} mode{chosen}: {mode.rounds} "
+        f"round{'s' if mode.rounds > 1 else ''}; "
         f"each worker drains {mode.jobs:,} no-op jobs per round{exceptions}, "
         f"each producer times {mode.calls:,} enqueues after {mode.warmup:,} "
         f"untimed ones{budget_sizes}"
@@ -336,7 +347,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one short round and smaller span budget figures, about 2 minutes",
+        help="one short round of jobtrace alone (unless --setups names more) "
+        "and smaller span budget figures, about a minute",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave BENCHMARKS.md"
