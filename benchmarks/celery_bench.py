@@ -9,18 +9,13 @@ the figures. Every round uses fresh queue names and deletes its keys.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import redis
 from celery import Celery
 
-from benchmarks import _process
+from benchmarks import _process, _rounds
 from benchmarks._samples import ProducerSample, WorkerSample
 from benchmarks._sink import SPANS, TRANSACTIONS, TelemetrySink
 
@@ -43,12 +38,8 @@ JOBS_SHARE: dict[str, float] = {}
 #: The sink's count that grows by one per job, for each instrumented setup.
 _SENT_PER_JOB = {"jobtrace": SPANS, "otel": SPANS, "sentry": TRANSACTIONS}
 
-#: Seconds a worker gets from its start to its first job.
-STARTUP_TIMEOUT = 60.0
 #: Seconds per job that a worker may take at most, on top of a fixed 30 s.
 SECONDS_PER_JOB_LIMIT = 0.02
-#: Seconds to wait for telemetry that a flush has already sent.
-DELIVERY_TIMEOUT = 3.0
 #: kombu's Redis transport defaults for its unacknowledged-message keys.
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
@@ -63,50 +54,37 @@ def run_worker(
     redis_url: str,
 ) -> WorkerSample:
     """Drain ``jobs`` no-op jobs with one worker and return its measurements."""
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
-    start_key, end_key = f"{queue}:start", f"{queue}:end"
     command = [
         sys.executable, "-m", "celery", "--app", "benchmarks.celery_app", "worker",
         *WORKER_OPTIONS[worker], "--queues", queue, "--hostname", f"{queue}@%h",
         "--loglevel", "WARNING",
         "--without-heartbeat", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"jobtrace-{queue}.log"
-    description = f"celery {worker} worker with setup {setup}"
     try:
-        _enqueue_round(redis_url, queue, jobs, start_key, end_key)
+        _enqueue_round(redis_url, queue, jobs)
         sink.reset()
-        env = _environment(setup, queue, sink, redis_url)
-        with _process.running(command, env, log) as process:
-            start = _process.wait_for(
-                lambda: _marker(store, start_key),
-                process,
-                timeout=STARTUP_TIMEOUT,
-                description=f"{description}: waiting for its first job",
-                log=log,
-            )
-            end = _process.wait_for(
-                lambda: _marker(store, end_key),
-                process,
-                timeout=30 + jobs * SECONDS_PER_JOB_LIMIT,
-                description=f"{description}: waiting for its last job",
-                log=log,
-                interval=0.05,
-            )
-            delivered = _delivered(sink, setup, jobs)
+        with _rounds.drained(
+            command,
+            _rounds.environment(setup, queue, sink, redis_url),
+            store,
+            queue,
+            timeout=30 + jobs * SECONDS_PER_JOB_LIMIT,
+            description=f"celery {worker} worker with setup {setup}",
+        ) as measured:
+            delivered = _rounds.delivered(sink, _SENT_PER_JOB.get(setup), jobs)
     finally:
         _delete_keys(store, queue)
         store.close()
-    log.unlink(missing_ok=True)
     return WorkerSample(
         host=HOST,
         worker=worker,
         setup=setup,
         round=round_number,
         jobs=jobs,
-        seconds=end["time"] - start["time"],
-        cpu_seconds=end["cpu"] - start["cpu"],
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
         delivered=delivered,
     )
 
@@ -125,7 +103,7 @@ def run_producer(
     It is None for the uninstrumented setup and for sentry-sdk, which
     records no span for an enqueue made outside a transaction.
     """
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
     command = [
         sys.executable, "-m", "benchmarks.celery_producer",
@@ -135,16 +113,14 @@ def run_producer(
     try:
         sink.reset()
         result = _process.run_json(
-            command, _environment(setup, queue, sink, redis_url), timeout
+            command, _rounds.environment(setup, queue, sink, redis_url), timeout
         )
     finally:
         _delete_keys(store, queue)
         store.close()
-    delivered = None
-    if _SENT_PER_JOB.get(setup) == SPANS:
-        expected = calls + warmup
-        received = sink.wait_for(SPANS, expected, DELIVERY_TIMEOUT)
-        delivered = min(received, expected) / expected
+    # sentry-sdk sends no transaction per enqueue.
+    kind = SPANS if _SENT_PER_JOB.get(setup) == SPANS else None
+    delivered = _rounds.delivered(sink, kind, calls + warmup)
     return ProducerSample(
         host=HOST,
         setup=setup,
@@ -163,29 +139,8 @@ def unavailable_setups(
     return {}
 
 
-def _environment(
-    setup: str, queue: str, sink: TelemetrySink, redis_url: str
-) -> dict[str, str]:
-    # Settings from the caller's shell must not change what is measured.
-    ignored = ("OTEL_", "SENTRY_", "JOBTRACE_", "BENCH_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
-    env.update(
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [str(_process.ROOT), env.get("PYTHONPATH")])
-        ),
-        BENCH_SETUP=setup,
-        BENCH_BROKER_URL=redis_url,
-        BENCH_QUEUE=queue,
-        BENCH_SENTRY_DSN=sink.sentry_dsn(),
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.otlp_endpoint,
-        OTEL_SERVICE_NAME="jobtrace-bench",
-    )
-    return env
-
-
-def _enqueue_round(
-    redis_url: str, queue: str, jobs: int, start_key: str, end_key: str
-) -> None:
+def _enqueue_round(redis_url: str, queue: str, jobs: int) -> None:
+    start_key, end_key = _rounds.marker_keys(queue)
     app = Celery("bench-enqueue", broker=redis_url)
     try:
         with app.producer_or_acquire() as producer:
@@ -196,19 +151,6 @@ def _enqueue_round(
             send("bench.end_marker", (end_key,), queue=queue, producer=producer)
     finally:
         app.close()
-
-
-def _marker(store: redis.Redis, key: str) -> dict[str, float] | None:
-    raw = store.get(key)
-    return None if raw is None else dict(json.loads(raw))
-
-
-def _delivered(sink: TelemetrySink, setup: str, jobs: int) -> float | None:
-    kind = _SENT_PER_JOB.get(setup)
-    if kind is None:
-        return None
-    received = sink.wait_for(kind, jobs, DELIVERY_TIMEOUT)
-    return min(received, jobs) / jobs
 
 
 def _delete_keys(store: redis.Redis, queue: str) -> None:

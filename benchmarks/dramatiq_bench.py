@@ -11,19 +11,14 @@ key namespace, and deletes its keys.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from benchmarks import _process
+from benchmarks import _process, _rounds
 from benchmarks._samples import ProducerSample, WorkerSample
 from benchmarks._sink import CONSUMER_SPANS, PRODUCER_SPANS, TRANSACTIONS, TelemetrySink
 
@@ -53,12 +48,8 @@ _SENT_PER_ENQUEUE = {"jobtrace": PRODUCER_SPANS}
 #: is delivered with the jobs. The end marker's own run ends after it.
 MARKER_RUNS = 1
 
-#: Seconds a worker gets from its start to its first job.
-STARTUP_TIMEOUT = 60.0
 #: Seconds per job that a worker may take at most, on top of a fixed 30 s.
 SECONDS_PER_JOB_LIMIT = 0.02
-#: Seconds to wait for telemetry that a flush has already sent.
-DELIVERY_TIMEOUT = 3.0
 
 
 def run_worker(
@@ -70,48 +61,37 @@ def run_worker(
     redis_url: str,
 ) -> WorkerSample:
     """Drain ``jobs`` no-op jobs with one worker and return its measurements."""
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
-    start_key, end_key = f"{queue}:start", f"{queue}:end"
     command = [
         sys.executable, "-m", "dramatiq", "benchmarks.dramatiq_app",
         "--processes", "1", "--threads", "1", "--queues", queue,
     ]  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"jobtrace-{queue}.log"
-    description = f"dramatiq worker with setup {setup}"
     try:
-        _enqueue_round(redis_url, queue, jobs, start_key, end_key)
+        _enqueue_round(redis_url, queue, jobs)
         sink.reset()
-        env = _environment(setup, queue, sink, redis_url)
-        with _process.running(command, env, log) as process:
-            start = _process.wait_for(
-                lambda: _marker(store, start_key),
-                process,
-                timeout=STARTUP_TIMEOUT,
-                description=f"{description}: waiting for its first job",
-                log=log,
+        with _rounds.drained(
+            command,
+            _environment(setup, queue, sink, redis_url),
+            store,
+            queue,
+            timeout=30 + jobs * SECONDS_PER_JOB_LIMIT,
+            description=f"dramatiq worker with setup {setup}",
+        ) as measured:
+            delivered = _rounds.delivered(
+                sink, _SENT_PER_JOB.get(setup), jobs + MARKER_RUNS
             )
-            end = _process.wait_for(
-                lambda: _marker(store, end_key),
-                process,
-                timeout=30 + jobs * SECONDS_PER_JOB_LIMIT,
-                description=f"{description}: waiting for its last job",
-                log=log,
-                interval=0.05,
-            )
-            delivered = _delivered(sink, _SENT_PER_JOB.get(setup), jobs + MARKER_RUNS)
     finally:
         _delete_keys(store, queue)
         store.close()
-    log.unlink(missing_ok=True)
     return WorkerSample(
         host=HOST,
         worker=worker,
         setup=setup,
         round=round_number,
         jobs=jobs,
-        seconds=end["time"] - start["time"],
-        cpu_seconds=end["cpu"] - start["cpu"],
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
         delivered=delivered,
     )
 
@@ -130,7 +110,7 @@ def run_producer(
     It is None for the uninstrumented setup and for sentry-sdk, which
     records no span for an enqueue made outside a transaction.
     """
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
     command = [
         sys.executable, "-m", "benchmarks.dramatiq_producer",
@@ -142,7 +122,9 @@ def run_producer(
         result = _process.run_json(
             command, _environment(setup, queue, sink, redis_url), timeout
         )
-        delivered = _delivered(sink, _SENT_PER_ENQUEUE.get(setup), calls + warmup)
+        delivered = _rounds.delivered(
+            sink, _SENT_PER_ENQUEUE.get(setup), calls + warmup
+        )
     finally:
         _delete_keys(store, queue)
         store.close()
@@ -167,27 +149,12 @@ def unavailable_setups(
 def _environment(
     setup: str, queue: str, sink: TelemetrySink, redis_url: str
 ) -> dict[str, str]:
-    # Settings from the caller's shell must not change what is measured,
-    # Dramatiq's prefetch variables among them.
-    ignored = ("OTEL_", "SENTRY_", "JOBTRACE_", "BENCH_", "dramatiq_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
-    env.update(
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [str(_process.ROOT), env.get("PYTHONPATH")])
-        ),
-        BENCH_SETUP=setup,
-        BENCH_BROKER_URL=redis_url,
-        BENCH_QUEUE=queue,
-        BENCH_SENTRY_DSN=sink.sentry_dsn(),
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.otlp_endpoint,
-        OTEL_SERVICE_NAME="jobtrace-bench",
-    )
-    return env
+    # Dramatiq's prefetch variables among the settings left out.
+    return _rounds.environment(setup, queue, sink, redis_url, ignored=("dramatiq_",))
 
 
-def _enqueue_round(
-    redis_url: str, queue: str, jobs: int, start_key: str, end_key: str
-) -> None:
+def _enqueue_round(redis_url: str, queue: str, jobs: int) -> None:
+    start_key, end_key = _rounds.marker_keys(queue)
     # A broker without middleware, so that nothing traces these enqueues.
     broker = RedisBroker(url=redis_url, namespace=queue, middleware=[])
     try:
@@ -201,18 +168,6 @@ def _enqueue_round(
 
 def _message(queue: str, actor: str, *args: str) -> Message[None]:
     return Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={})
-
-
-def _marker(store: redis.Redis, key: str) -> dict[str, float] | None:
-    raw = store.get(key)
-    return None if raw is None else dict(json.loads(raw))
-
-
-def _delivered(sink: TelemetrySink, kind: str | None, expected: int) -> float | None:
-    if kind is None:
-        return None
-    received = sink.wait_for(kind, expected, DELIVERY_TIMEOUT)
-    return min(received, expected) / expected
 
 
 def _delete_keys(store: redis.Redis, queue: str) -> None:

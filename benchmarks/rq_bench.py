@@ -10,12 +10,8 @@ figures. Every round uses fresh queue and job names and deletes its keys.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +19,7 @@ import redis
 from rq import Queue
 from rq.worker import Worker
 
-from benchmarks import _process
+from benchmarks import _process, _rounds
 from benchmarks._samples import ProducerSample, WorkerSample
 from benchmarks._sink import (
     CONSUMER_SPANS,
@@ -75,14 +71,10 @@ _SENT_PER_ENQUEUE = {"jobtrace": PRODUCER_SPANS, "otel": PRODUCER_SPANS}
 #: The start and end marker jobs, which every setup traces as well.
 MARKER_JOBS = 2
 
-#: Seconds a worker gets from its start to its first job.
-STARTUP_TIMEOUT = 60.0
 #: Seconds per job that a worker may take at most, on top of a fixed 30 s.
 SECONDS_PER_JOB_LIMIT = {"forking": 0.2, "simple": 0.02}
 #: Seconds a burst worker gets to exit after its last job.
 EXIT_TIMEOUT = 30.0
-#: Seconds to wait for telemetry that a flush has already sent.
-DELIVERY_TIMEOUT = 3.0
 #: Seconds that importing a setup may take when checking that it works.
 PROBE_TIMEOUT = 60.0
 
@@ -101,50 +93,42 @@ def run_worker(
     does not tell jobs apart, and it is measured after the burst worker
     has exited, so telemetry that a setup sends at exit counts too.
     """
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
-    start_key, end_key = f"{queue}:start", f"{queue}:end"
     command = [
         sys.executable, "-m", "rq.cli", "worker", "--burst",
         "-u", redis_url, "-c", _APP, "-w", WORKER_CLASSES[worker],
         "-n", queue, "--logging_level", "WARNING", queue,
     ]  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"jobtrace-{queue}.log"
     description = f"rq {worker} worker with setup {setup}"
     try:
-        _enqueue_round(store, queue, jobs, start_key, end_key)
+        _enqueue_round(store, queue, jobs)
         sink.reset()
-        env = _environment(setup, queue, sink, redis_url)
-        with _process.running(command, env, log) as process:
-            start = _process.wait_for(
-                lambda: _marker(store, start_key),
-                process,
-                timeout=STARTUP_TIMEOUT,
-                description=f"{description}: waiting for its first job",
-                log=log,
+        with _rounds.drained(
+            command,
+            _environment(setup, queue, sink, redis_url),
+            store,
+            queue,
+            timeout=30 + jobs * SECONDS_PER_JOB_LIMIT[worker],
+            description=description,
+        ) as measured:
+            _wait_for_exit(
+                measured.process, f"{description}: waiting for its exit", measured.log
             )
-            end = _process.wait_for(
-                lambda: _marker(store, end_key),
-                process,
-                timeout=30 + jobs * SECONDS_PER_JOB_LIMIT[worker],
-                description=f"{description}: waiting for its last job",
-                log=log,
-                interval=0.05,
+            delivered = _rounds.delivered(
+                sink, _SENT_PER_JOB.get(setup), jobs + MARKER_JOBS
             )
-            _wait_for_exit(process, f"{description}: waiting for its exit", log)
-            delivered = _delivered(sink, _SENT_PER_JOB.get(setup), jobs + MARKER_JOBS)
     finally:
         _delete_keys(store, queue)
         store.close()
-    log.unlink(missing_ok=True)
     return WorkerSample(
         host=HOST,
         worker=worker,
         setup=setup,
         round=round_number,
         jobs=jobs,
-        seconds=end["time"] - start["time"],
-        cpu_seconds=end["cpu"] - start["cpu"],
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
         delivered=delivered,
     )
 
@@ -163,7 +147,7 @@ def run_producer(
     It is None for the uninstrumented setup and for sentry-sdk, which
     records no span for an enqueue made outside a transaction.
     """
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = _rounds.new_queue()
     store = redis.Redis.from_url(redis_url)
     command = [
         sys.executable, "-m", "benchmarks.rq_producer",
@@ -175,7 +159,9 @@ def run_producer(
         result = _process.run_json(
             command, _environment(setup, queue, sink, redis_url), timeout
         )
-        delivered = _delivered(sink, _SENT_PER_ENQUEUE.get(setup), calls + warmup)
+        delivered = _rounds.delivered(
+            sink, _SENT_PER_ENQUEUE.get(setup), calls + warmup
+        )
     finally:
         _delete_keys(store, queue)
         store.close()
@@ -236,28 +222,13 @@ def _failure_reason(errors: str) -> str:
 def _environment(
     setup: str, queue: str, sink: TelemetrySink, redis_url: str
 ) -> dict[str, str]:
-    # Settings from the caller's shell must not change what is measured.
-    ignored = ("OTEL_", "SENTRY_", "JOBTRACE_", "BENCH_", "RQ_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
-    env.update(
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [str(_process.ROOT), env.get("PYTHONPATH")])
-        ),
-        BENCH_SETUP=setup,
-        BENCH_BROKER_URL=redis_url,
-        BENCH_QUEUE=queue,
-        BENCH_SENTRY_DSN=sink.sentry_dsn(),
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.otlp_endpoint,
-        OTEL_SERVICE_NAME="jobtrace-bench",
-    )
-    return env
+    return _rounds.environment(setup, queue, sink, redis_url, ignored=("RQ_",))
 
 
-def _enqueue_round(
-    store: redis.Redis, queue: str, jobs: int, start_key: str, end_key: str
-) -> None:
+def _enqueue_round(store: redis.Redis, queue: str, jobs: int) -> None:
     # Job ids that contain the queue's name let _delete_keys find the jobs'
     # keys after the round.
+    start_key, end_key = _rounds.marker_keys(queue)
     target = Queue(queue, connection=store)
     target.enqueue(f"{_APP}.start_marker", start_key, job_id=f"{queue}-start")
     target.enqueue_many(
@@ -282,18 +253,6 @@ def _wait_for_exit(
         raise _process.BenchmarkError(
             f"{description}: exit code {code}\n{_process.tail(log)}"
         )
-
-
-def _marker(store: redis.Redis, key: str) -> dict[str, float] | None:
-    raw = store.get(key)
-    return None if raw is None else dict(json.loads(raw))
-
-
-def _delivered(sink: TelemetrySink, kind: str | None, expected: int) -> float | None:
-    if kind is None:
-        return None
-    received = sink.wait_for(kind, expected, DELIVERY_TIMEOUT)
-    return min(received, expected) / expected
 
 
 def _delete_keys(store: redis.Redis, queue: str) -> None:
