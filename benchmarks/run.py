@@ -56,12 +56,10 @@ class Mode:
     budget: budget.Sizes
 
 
-# Most of a round is start-up. In quick runs on a 2-core machine, each of
-# the 27 worker and producer processes of a round with every setup took 2
-# to 4 s to start and stop, 85 to 90 s per round. Draining took 50 to 75 s
-# per 1,000 jobs, and the producers about 11 s per 1,000 enqueues. The full
-# span budget figures took an estimated 3 minutes, so a full run should
-# take about 13 minutes there.
+# Most of a round is start-up: each of the 27 worker and producer
+# processes of a round with every setup took 1 to 4 s to start and stop on
+# a 2-core VM, depending on its speed. Full runs there took 6.7 minutes on
+# a fast day and 15.7 on a slow one.
 FULL = Mode("full", rounds=5, jobs=500, calls=500, warmup=100, budget=budget.FULL_SIZES)
 QUICK = Mode(
     "quick", rounds=1, jobs=200, calls=200, warmup=50, budget=budget.QUICK_SIZES
