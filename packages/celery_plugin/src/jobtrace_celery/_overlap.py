@@ -17,19 +17,6 @@ import jobtrace
 
 log = logging.getLogger(__name__)
 
-_ADVICE = {
-    "opentelemetry-instrumentation-celery": (
-        "call CeleryInstrumentor().uninstrument(), or set "
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=celery for opentelemetry-instrument"
-    ),
-    "sentry-sdk": (
-        "pass CeleryIntegration(propagate_traces=False) to sentry_sdk.init to "
-        "keep Sentry's errors without its Celery traces"
-    ),
-    "ddtrace": "set DD_TRACE_CELERY_ENABLED=false",
-}
-_warned: set[str] = set()
-
 
 def _opentelemetry_active() -> bool:
     module = sys.modules.get("opentelemetry.instrumentation.celery")
@@ -38,17 +25,10 @@ def _opentelemetry_active() -> bool:
 
 
 def _sentry_active() -> bool:
-    if "sentry_sdk.integrations.celery" not in sys.modules:
-        return False
-    import sentry_sdk
-    from sentry_sdk.integrations.celery import CeleryIntegration
-
-    # sentry-sdk 1.x has no get_client().
-    get_client = getattr(sentry_sdk, "get_client", None)
-    if get_client is None:
-        return False
-    integration = get_client().get_integration(CeleryIntegration)
-    return bool(integration is not None and integration.propagate_traces)
+    found = jobtrace.sentry_integration(
+        "sentry_sdk.integrations.celery", "CeleryIntegration"
+    )
+    return found is not None and bool(found[1].propagate_traces)
 
 
 def _ddtrace_active() -> bool:
@@ -60,31 +40,41 @@ def _ddtrace_active() -> bool:
     )
 
 
-_CHECKS = {
-    "opentelemetry-instrumentation-celery": _opentelemetry_active,
-    "sentry-sdk": _sentry_active,
-    "ddtrace": _ddtrace_active,
-}
+_TRACERS = jobtrace.OtherTracers(
+    "Celery",
+    "job",
+    {
+        "opentelemetry-instrumentation-celery": _opentelemetry_active,
+        "sentry-sdk": _sentry_active,
+        "ddtrace": _ddtrace_active,
+    },
+    {
+        "opentelemetry-instrumentation-celery": (
+            "call CeleryInstrumentor().uninstrument(), or set "
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=celery for "
+            "opentelemetry-instrument"
+        ),
+        "sentry-sdk": (
+            "pass CeleryIntegration(propagate_traces=False) to sentry_sdk.init "
+            "to keep Sentry's errors without its Celery traces"
+        ),
+        "ddtrace": "set DD_TRACE_CELERY_ENABLED=false",
+    },
+    log,
+    on_found=jobtrace.private_headers,
+    note=(
+        "jobtrace now keeps its trace context in jobtrace_* headers so that "
+        "neither overwrites the other's."
+    ),
+)
 
 
 def check() -> None:
     """Look for other active tracers; switch headers and warn once each."""
-    for name, active in _CHECKS.items():
-        if name in _warned or not active():
-            continue
-        _warned.add(name)
-        jobtrace.private_headers()
-        log.warning(
-            "%s also traces Celery in this process, so every job gets two "
-            "traces. jobtrace now keeps its trace context in jobtrace_* "
-            "headers so that neither overwrites the other's. To trace jobs "
-            "once, %s",
-            name,
-            _ADVICE[name],
-        )
+    _TRACERS.check()
 
 
 def reset() -> None:
     """Forget the tracers found, and use the standard headers again."""
-    _warned.clear()
+    _TRACERS.reset()
     jobtrace.private_headers(False)

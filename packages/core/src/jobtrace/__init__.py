@@ -50,6 +50,7 @@ from jobtrace._spans import (
     record_error,
     report_run,
 )
+from jobtrace._tracers import OtherTracers, sentry_integration
 from jobtrace._version import __version__
 
 # No NullHandler: until the application configures logging, Python's
@@ -60,6 +61,7 @@ __all__ = [
     "BoundedRegistry",
     "Guard",
     "Job",
+    "OtherTracers",
     "Outcome",
     "RunHandle",
     "SendHandle",
@@ -92,6 +94,7 @@ __all__ = [
     "report_run",
     "require_host",
     "resource_attributes",
+    "sentry_integration",
     "settings",
     "shutdown",
     "signals",

@@ -9,55 +9,43 @@ logs one WARNING per other tracer with the setting that keeps one.
 from __future__ import annotations
 
 import logging
-import sys
+
+import jobtrace
 
 log = logging.getLogger(__name__)
 
-_ADVICE = {
-    "sentry-sdk": (
-        "leave traces_sample_rate and traces_sampler unset in sentry_sdk.init "
-        "to keep Sentry's error reports without its traces, or pass "
-        "disabled_integrations=[DramatiqIntegration()]"
-    ),
-}
-_warned: set[str] = set()
-
 
 def _sentry_active() -> bool:
-    # Until this module is imported, sentry-sdk has not set up its Dramatiq
-    # integration.
-    if "sentry_sdk.integrations.dramatiq" not in sys.modules:
+    found = jobtrace.sentry_integration(
+        "sentry_sdk.integrations.dramatiq", "DramatiqIntegration"
+    )
+    if found is None:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
     from sentry_sdk.tracing_utils import has_tracing_enabled
 
-    # sentry-sdk 1.x has no get_client().
-    get_client = getattr(sentry_sdk, "get_client", None)
-    if get_client is None:
-        return False
-    client = get_client()
-    integration = client.get_integration(DramatiqIntegration)
-    return integration is not None and has_tracing_enabled(client.options)
+    return bool(has_tracing_enabled(found[0].options))
 
 
-_CHECKS = {"sentry-sdk": _sentry_active}
+_TRACERS = jobtrace.OtherTracers(
+    "Dramatiq",
+    "message",
+    {"sentry-sdk": _sentry_active},
+    {
+        "sentry-sdk": (
+            "leave traces_sample_rate and traces_sampler unset in "
+            "sentry_sdk.init to keep Sentry's error reports without its "
+            "traces, or pass disabled_integrations=[DramatiqIntegration()]"
+        ),
+    },
+    log,
+)
 
 
 def check() -> None:
     """Look for other active tracers, and warn once about each one."""
-    for name, active in _CHECKS.items():
-        if name in _warned or not active():
-            continue
-        _warned.add(name)
-        log.warning(
-            "%s also traces Dramatiq in this process, so every message gets "
-            "two traces. To trace messages once, %s",
-            name,
-            _ADVICE[name],
-        )
+    _TRACERS.check()
 
 
 def reset() -> None:
     """Forget the tracers found."""
-    _warned.clear()
+    _TRACERS.reset()

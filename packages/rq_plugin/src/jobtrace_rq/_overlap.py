@@ -11,35 +11,18 @@ from __future__ import annotations
 import logging
 import sys
 
-log = logging.getLogger(__name__)
+import jobtrace
 
-_ADVICE = {
-    "sentry-sdk": (
-        "leave traces_sample_rate and traces_sampler unset in sentry_sdk.init "
-        "to keep Sentry's error reports without its traces, or pass "
-        "disabled_integrations=[RqIntegration()]"
-    ),
-    "ddtrace": "set DD_TRACE_RQ_ENABLED=false",
-}
-_warned: set[str] = set()
+log = logging.getLogger(__name__)
 
 
 def _sentry_active() -> bool:
-    # Until this module is imported, sentry-sdk has not set up its RQ
-    # integration.
-    if "sentry_sdk.integrations.rq" not in sys.modules:
+    found = jobtrace.sentry_integration("sentry_sdk.integrations.rq", "RqIntegration")
+    if found is None:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.rq import RqIntegration
     from sentry_sdk.tracing_utils import has_tracing_enabled
 
-    # sentry-sdk 1.x has no get_client().
-    get_client = getattr(sentry_sdk, "get_client", None)
-    if get_client is None:
-        return False
-    client = get_client()
-    integration = client.get_integration(RqIntegration)
-    return integration is not None and has_tracing_enabled(client.options)
+    return bool(has_tracing_enabled(found[0].options))
 
 
 def _ddtrace_active() -> bool:
@@ -48,23 +31,27 @@ def _ddtrace_active() -> bool:
     return "ddtrace" in sys.modules and bool(getattr(rq, "_datadog_patch", False))
 
 
-_CHECKS = {"sentry-sdk": _sentry_active, "ddtrace": _ddtrace_active}
+_TRACERS = jobtrace.OtherTracers(
+    "RQ",
+    "job",
+    {"sentry-sdk": _sentry_active, "ddtrace": _ddtrace_active},
+    {
+        "sentry-sdk": (
+            "leave traces_sample_rate and traces_sampler unset in "
+            "sentry_sdk.init to keep Sentry's error reports without its "
+            "traces, or pass disabled_integrations=[RqIntegration()]"
+        ),
+        "ddtrace": "set DD_TRACE_RQ_ENABLED=false",
+    },
+    log,
+)
 
 
 def check() -> None:
     """Look for other active tracers, and warn once about each one."""
-    for name, active in _CHECKS.items():
-        if name in _warned or not active():
-            continue
-        _warned.add(name)
-        log.warning(
-            "%s also traces RQ in this process, so every job gets two traces. "
-            "To trace jobs once, %s",
-            name,
-            _ADVICE[name],
-        )
+    _TRACERS.check()
 
 
 def reset() -> None:
     """Forget the tracers found."""
-    _warned.clear()
+    _TRACERS.reset()
