@@ -13,15 +13,17 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 from benchmarks import _process
+from benchmarks._samples import ProducerSample
 from benchmarks._sink import TelemetrySink
 
 #: Seconds a worker gets from its start to its first job.
@@ -101,6 +103,53 @@ def drained(
             cpu_seconds=end["cpu"] - start["cpu"],
         )
     log.unlink(missing_ok=True)
+
+
+def run_producer(
+    host: str,
+    module: str,
+    setup: str,
+    calls: int,
+    warmup: int,
+    round_number: int,
+    sink: TelemetrySink,
+    redis_url: str,
+    *,
+    environment: Callable[[str, str, TelemetrySink, str], dict[str, str]],
+    delete_keys: Callable[[redis.Redis, str], None],
+    sent: str | None,
+    seconds_per_call: float,
+) -> ProducerSample:
+    """Time ``calls`` enqueues of ``python -m module`` after ``warmup`` ones.
+
+    ``environment`` builds the process's environment from the setup, the
+    queue, the sink and the Redis URL, and ``delete_keys`` removes the
+    queue's keys afterwards. ``sent`` is the sink's count that grows by one
+    per enqueue, None for a setup that sends nothing per enqueue.
+    """
+    queue = new_queue()
+    store = redis.Redis.from_url(redis_url)
+    command = [
+        sys.executable, "-m", module, "--calls", str(calls), "--warmup", str(warmup),
+    ]  # fmt: skip
+    timeout = 60 + (calls + warmup) * seconds_per_call
+    try:
+        sink.reset()
+        env = environment(setup, queue, sink, redis_url)
+        result = _process.run_json(command, env, timeout)
+        share = delivered(sink, sent, calls + warmup)
+    finally:
+        delete_keys(store, queue)
+        store.close()
+    return ProducerSample(
+        host=host,
+        setup=setup,
+        round=round_number,
+        calls=calls,
+        wall_seconds=result["wall"],
+        cpu_seconds=result["cpu"],
+        delivered=share,
+    )
 
 
 def delivered(sink: TelemetrySink, kind: str | None, expected: int) -> float | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import redis
 from celery import Celery
 
-from benchmarks import _process, _rounds
+from benchmarks import _rounds
 from benchmarks._samples import ProducerSample, WorkerSample
 from benchmarks._sink import SPANS, TRANSACTIONS, TelemetrySink
 
@@ -37,6 +37,9 @@ FORKING_WORKERS: dict[str, str] = {}
 JOBS_SHARE: dict[str, float] = {}
 #: The sink's count that grows by one per job, for each instrumented setup.
 _SENT_PER_JOB = {"jobtrace": SPANS, "otel": SPANS, "sentry": TRANSACTIONS}
+#: The same per enqueue. sentry-sdk sends nothing for an enqueue made
+#: outside a transaction.
+_SENT_PER_ENQUEUE = {"jobtrace": SPANS, "otel": SPANS}
 
 #: Seconds per job that a worker may take at most, on top of a fixed 30 s.
 SECONDS_PER_JOB_LIMIT = 0.02
@@ -103,32 +106,19 @@ def run_producer(
     It is None for the uninstrumented setup and for sentry-sdk, which
     records no span for an enqueue made outside a transaction.
     """
-    queue = _rounds.new_queue()
-    store = redis.Redis.from_url(redis_url)
-    command = [
-        sys.executable, "-m", "benchmarks.celery_producer",
-        "--calls", str(calls), "--warmup", str(warmup),
-    ]  # fmt: skip
-    timeout = 60 + (calls + warmup) * SECONDS_PER_JOB_LIMIT
-    try:
-        sink.reset()
-        result = _process.run_json(
-            command, _rounds.environment(setup, queue, sink, redis_url), timeout
-        )
-    finally:
-        _delete_keys(store, queue)
-        store.close()
-    # sentry-sdk sends no transaction per enqueue.
-    kind = SPANS if _SENT_PER_JOB.get(setup) == SPANS else None
-    delivered = _rounds.delivered(sink, kind, calls + warmup)
-    return ProducerSample(
-        host=HOST,
-        setup=setup,
-        round=round_number,
-        calls=calls,
-        wall_seconds=result["wall"],
-        cpu_seconds=result["cpu"],
-        delivered=delivered,
+    return _rounds.run_producer(
+        HOST,
+        "benchmarks.celery_producer",
+        setup,
+        calls,
+        warmup,
+        round_number,
+        sink,
+        redis_url,
+        environment=_rounds.environment,
+        delete_keys=_delete_keys,
+        sent=_SENT_PER_ENQUEUE.get(setup),
+        seconds_per_call=SECONDS_PER_JOB_LIMIT,
     )
 
 

@@ -147,32 +147,19 @@ def run_producer(
     It is None for the uninstrumented setup and for sentry-sdk, which
     records no span for an enqueue made outside a transaction.
     """
-    queue = _rounds.new_queue()
-    store = redis.Redis.from_url(redis_url)
-    command = [
-        sys.executable, "-m", "benchmarks.rq_producer",
-        "--calls", str(calls), "--warmup", str(warmup),
-    ]  # fmt: skip
-    timeout = 60 + (calls + warmup) * SECONDS_PER_JOB_LIMIT["simple"]
-    try:
-        sink.reset()
-        result = _process.run_json(
-            command, _environment(setup, queue, sink, redis_url), timeout
-        )
-        delivered = _rounds.delivered(
-            sink, _SENT_PER_ENQUEUE.get(setup), calls + warmup
-        )
-    finally:
-        _delete_keys(store, queue)
-        store.close()
-    return ProducerSample(
-        host=HOST,
-        setup=setup,
-        round=round_number,
-        calls=calls,
-        wall_seconds=result["wall"],
-        cpu_seconds=result["cpu"],
-        delivered=delivered,
+    return _rounds.run_producer(
+        HOST,
+        "benchmarks.rq_producer",
+        setup,
+        calls,
+        warmup,
+        round_number,
+        sink,
+        redis_url,
+        environment=_environment,
+        delete_keys=_delete_keys,
+        sent=_SENT_PER_ENQUEUE.get(setup),
+        seconds_per_call=SECONDS_PER_JOB_LIMIT["simple"],
     )
 
 
