@@ -310,6 +310,48 @@ def test_failed_delta_export_resent() -> None:
     recorder.shutdown()
 
 
+class _RecordingFailingExporter(_FailingExporter):
+    """A failing exporter during whose export the job records a measurement.
+
+    It simulates a worker thread that records while an export is under way.
+    """
+
+    recorder: _aggregation.ExportingRecorder
+
+    def export(self, *args: Any, **kwargs: Any) -> MetricExportResult:
+        self.recorder.record(("process", RUN, 1.0, None))
+        return super().export(*args, **kwargs)
+
+
+def test_delta_failures_in_a_row_resent() -> None:
+    """Several failed delta exports are all sent, once, by the next success."""
+    exporter = _RecordingFailingExporter()
+    recorder = _aggregation.ExportingRecorder(
+        exporter, Resource.create({"service.name": "shop"}), 3600, delta=True
+    )
+    exporter.recorder = recorder
+    recorder.record(("process", RUN, 0.25, None))
+    assert recorder.force_flush() is False
+    (first,) = exported_points(exporter)[_metrics.CONSUMED_MESSAGES]
+    for _ in range(2):
+        assert recorder.force_flush() is False
+
+    exporter.failing = False
+    assert recorder.force_flush()
+    (consumed,) = exported_points(exporter)[_metrics.CONSUMED_MESSAGES]
+    (duration,) = exported_points(exporter)[_metrics.PROCESS_DURATION]
+    recorder.shutdown()
+
+    # One measurement before the first export and one during each failed
+    # export. The one made during the successful export goes into the next.
+    assert consumed.value == 4
+    assert consumed.start_time_unix_nano == first.start_time_unix_nano
+    assert duration.count == 4
+    assert sum(duration.bucket_counts) == 4
+    assert (duration.min, duration.max) == (0.25, 1.0)
+    assert duration.sum == 3.25
+
+
 def test_recorder_exports_series() -> None:
     """The recorder exports each instrument with bounded attributes only."""
     exporter = _MemoryExporter()
