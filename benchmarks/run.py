@@ -110,7 +110,15 @@ SETUP_CHOICES = sorted({s for host in HOSTS for s in host.SETUP_LABELS} - {BASEL
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return the process exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(arguments)
+    parser = _parser()
+    args = parser.parse_args(arguments)
+    missing = _setups_on_no_host(args.setups, args.host)
+    if missing:
+        # Otherwise the run measures only the uninstrumented setup.
+        parser.error(
+            f"setup {', '.join(missing)} does not exist for host "
+            f"{', '.join(args.host)}; choose another --setups or --host"
+        )
     overrides = {name: getattr(args, name) for name in ("rounds", "jobs", "calls")}
     mode = dataclasses.replace(
         QUICK if args.quick else FULL,
@@ -260,6 +268,11 @@ def _chosen(
     ]
 
 
+def _setups_on_no_host(setups: Sequence[str], host_names: Sequence[str]) -> list[str]:
+    hosts = [host for host in HOSTS if not host_names or host.HOST in host_names]
+    return [s for s in setups if not any(s in host.SETUP_LABELS for host in hosts)]
+
+
 def _rotated(items: list[str], number: int) -> list[str]:
     # A different setup goes first in each round, so none always runs on a
     # cold cache or right after the heaviest one.
@@ -373,7 +386,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--setups", type=_setup_list, default=[],
         help="comma-separated setups to run beside the uninstrumented one "
-        f"({', '.join(SETUP_CHOICES)}; default: all)",
+        f"({', '.join(SETUP_CHOICES)}; default: all, or jobtrace alone with "
+        "--quick)",
     )  # fmt: skip
     parser.add_argument(
         "--redis-db", type=int, default=12,
