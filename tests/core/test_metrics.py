@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import jobtrace
 from jobtrace import _aggregation, _guard, _handoff, _metrics, _provider
+from jobtrace import _names as names
 from jobtrace._handoff import HandoffProcessor
 from jobtrace._receiver import METRICS_PATH, Fault, OtlpReceiver
 
@@ -350,6 +351,23 @@ def test_delta_failures_in_a_row_resent() -> None:
     assert sum(duration.bucket_counts) == 4
     assert (duration.min, duration.max) == (0.25, 1.0)
     assert duration.sum == 3.25
+
+
+def test_shutdown_exports_late_drop_counts() -> None:
+    """Spans dropped after the last export are counted at shutdown."""
+    exporter = _MemoryExporter()
+    recorder = _aggregation.ExportingRecorder(
+        exporter, Resource.create({"service.name": "shop"}), 3600, delta=False
+    )
+    recorder.record(("process", RUN, 0.25, 1.5))
+    assert recorder.force_flush()
+    recorder.add(_metrics.DROPPED_SPANS, {names.DROP_REASON: "budget"}, 7)
+
+    recorder.shutdown()
+
+    assert len(exporter.exported) == 2
+    (dropped,) = exported_points(exporter)[_metrics.DROPPED_SPANS]
+    assert dropped.value == 7
 
 
 def test_recorder_exports_series() -> None:

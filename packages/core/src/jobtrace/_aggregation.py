@@ -298,6 +298,7 @@ class ExportingRecorder:
 
     def add(self, name: str, attributes: dict[str, Any], amount: int) -> None:
         self._aggregates.add(name, attributes, amount)
+        self._unexported = True
         if self._thread is None:
             self._start_thread()
 
