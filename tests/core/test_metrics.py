@@ -353,6 +353,23 @@ def test_delta_failures_in_a_row_resent() -> None:
     assert duration.sum == 3.25
 
 
+def test_failed_shutdown_export_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Measurements that shutdown cannot export are reported as lost."""
+    caplog.set_level(logging.WARNING, logger="jobtrace")
+    recorder = _aggregation.ExportingRecorder(
+        _FailingExporter(), Resource.create({"service.name": "shop"}), 3600, delta=True
+    )
+    recorder.record(("process", RUN, 0.25, 1.5))
+
+    recorder.shutdown()
+
+    lost = [r for r in caplog.records if "failed at shutdown" in r.getMessage()]
+    assert len(lost) == 1
+    assert "measurements made since the last successful export are lost" in (
+        lost[0].getMessage()
+    )
+
+
 def test_shutdown_exports_late_drop_counts() -> None:
     """Spans dropped after the last export are counted at shutdown."""
     exporter = _MemoryExporter()

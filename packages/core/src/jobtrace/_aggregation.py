@@ -369,8 +369,8 @@ class ExportingRecorder:
         process that flushed before its collector went away exits at once.
         """
         self._stopped.set()
-        if self._unexported:
-            self.export(timeout_millis)
+        if self._unexported and not self.export(timeout_millis):
+            self._log.lost_at_shutdown()
         self._exporter.shutdown()
 
 

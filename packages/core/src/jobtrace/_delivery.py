@@ -347,9 +347,9 @@ class waiting_for_room:
 class MetricExportLog:
     """Logs when a metric exporter starts failing and when it works again.
 
-    With cumulative temporality, the default, the first export after an
-    outage carries every count made during it. With delta temporality the
-    counts of the failed exports are lost.
+    The first export after an outage carries every measurement made during
+    it, with either temporality. What a process could not export before it
+    shut down is lost, and :meth:`lost_at_shutdown` says so.
     """
 
     def __init__(self, endpoint: str | None) -> None:
@@ -370,6 +370,14 @@ class MetricExportLog:
             "export works",
             where,
             reason or "unknown error",
+        )
+
+    def lost_at_shutdown(self) -> None:
+        """Log that the last export at shutdown failed, so its data is lost."""
+        log.warning(
+            "Exporting metrics to %s failed at shutdown, so the job "
+            "measurements made since the last successful export are lost",
+            self.endpoint or "the collector",
         )
 
 

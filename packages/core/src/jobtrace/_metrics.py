@@ -64,6 +64,9 @@ DEFAULT_EXPORT_INTERVAL_MS = 60000
 
 _lock = threading.Lock()
 _state: _SdkRecorder | ExportingRecorder | None = None
+# The process in which _build() found nothing to record into, so that a
+# process without metrics does not build again for every job.
+_none_in_pid: int | None = None
 
 
 class _SdkRecorder:
@@ -163,13 +166,17 @@ def record_local(values: tuple[Any, ...]) -> None:
 
 
 def _recorder() -> _SdkRecorder | ExportingRecorder | None:
-    global _state
+    global _state, _none_in_pid
     state = _state
-    if state is not None and state.pid == os.getpid():
+    pid = os.getpid()
+    if state is not None and state.pid == pid:
         return state
+    if _none_in_pid == pid:
+        return None
     with _lock:
-        if _state is None or _state.pid != os.getpid():
+        if _state is None or _state.pid != pid:
             _state = _build()
+            _none_in_pid = pid if _state is None else None
         return _state
 
 
@@ -262,6 +269,7 @@ _handoff.measurement_handler = record_local
 
 
 def _reset_for_tests() -> None:
-    global _state
+    global _state, _none_in_pid
     with _lock:
         _state = None
+        _none_in_pid = None
