@@ -6,8 +6,9 @@ prints the results with the wall time of each part, and rewrites
 BENCHMARKS.md. ``nox -s bench`` installs what the setups need and runs this
 module. ``nox -s bench -- --quick`` runs one short round of jobtrace
 against uninstrumented workers and producers in about a minute, for
-development. ``--setups`` adds the other instrumentations to it, and
-``--host`` chooses the job systems to measure. This is a
+development, and prints its tables without rewriting BENCHMARKS.md.
+``--setups`` adds the other instrumentations to it, and ``--host`` chooses
+the job systems to measure. This is a
 measurement, not a test: it exits with an error only when a run cannot be
 measured, and a missed target is reported, not failed.
 """
@@ -67,6 +68,8 @@ QUICK = Mode(
 #: The setups of a quick run without ``--setups``: with the uninstrumented
 #: one, 16 processes instead of 27 per round.
 QUICK_SETUPS = ("jobtrace",)
+#: The page that a full run rewrites.
+PAGE = ROOT / "BENCHMARKS.md"
 
 
 class Host(Protocol):
@@ -134,9 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     print(text)
-    if not args.no_write:
-        args.output.write_text(document)
-        print(f"\nwrote {args.output}")
+    if args.no_write:
+        return 0
+    if args.quick and args.output is None:
+        # One short round must not replace the figures of a full run.
+        print(f"\nleft {PAGE.name} as it is; --output FILE writes a quick run's page")
+        return 0
+    output = args.output or PAGE
+    output.write_text(document)
+    print(f"\nwrote {output}")
     return 0
 
 
@@ -185,7 +194,7 @@ def _run(
     _progress(f"\n{_report.as_text(stopwatch.table())}\n")
     _progress(f"The run took {run.minutes:.1f} minutes.")
     text = "\n\n".join(_report.as_text(table) for table in tables)
-    notes = _document.kept_notes(args.output)
+    notes = _document.kept_notes(args.output or PAGE)
     return text, _document.render(run, tables, notes)
 
 
@@ -369,8 +378,9 @@ def _parser() -> argparse.ArgumentParser:
         help="leave out the span budget figures, which need no Redis",
     )  # fmt: skip
     parser.add_argument(
-        "--output", type=Path, default=ROOT / "BENCHMARKS.md",
-        help="the Markdown file to rewrite (default: BENCHMARKS.md)",
+        "--output", type=Path,
+        help="the Markdown file to rewrite (default: BENCHMARKS.md, and none "
+        "with --quick)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=_positive, help="rounds per setup")
     parser.add_argument(

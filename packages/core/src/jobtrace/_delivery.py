@@ -349,7 +349,7 @@ class MetricExportLog:
 
     The first export after an outage carries every measurement made during
     it, with either temporality. What a process could not export before it
-    shut down is lost, and :meth:`lost_at_shutdown` says so.
+    shut down is lost, and :meth:`lost_at_shutdown` logs that.
     """
 
     def __init__(self, endpoint: str | None) -> None:

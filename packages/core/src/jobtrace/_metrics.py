@@ -64,7 +64,7 @@ DEFAULT_EXPORT_INTERVAL_MS = 60000
 
 _lock = threading.Lock()
 _state: _SdkRecorder | ExportingRecorder | None = None
-# The process in which _build() found nothing to record into, so that a
+# The process in which _build() found no recorder, so that a
 # process without metrics does not build again for every job.
 _none_in_pid: int | None = None
 
