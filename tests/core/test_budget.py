@@ -482,12 +482,52 @@ def test_too_many_running_traces(
     pipeline = Pipeline(10)
     tracer = pipeline.tracer
     roots = [tracer.start_span(f"root {number}") for number in range(3)]
+    # A local trace is tracked from the first span that starts below its root.
     tracer.start_span("child of 0", context=set_span_in_context(roots[0])).end()
+    tracer.start_span("child of 1", context=set_span_in_context(roots[1]))
 
-    tracer.start_span("root 3").end()
+    tracer.start_span("child of 2", context=set_span_in_context(roots[2]))
 
     assert "child of 0" in pipeline.names()
     assert "local traces were running at once" in caplog.text
+
+
+def test_lone_root_keeps_nothing() -> None:
+    """A local trace of one span is exported with its totals, and forgotten."""
+    pipeline = Pipeline(10)
+    root = pipeline.tracer.start_span("send job")
+
+    root.end()
+
+    (span,) = pipeline.spans()
+    attributes = span.attributes or {}
+    assert attributes[names.TRACE_SPANS_CREATED] == 1
+    assert attributes[names.TRACE_SPANS_EXPORTED] == 1
+    assert attributes[names.TRACE_SPANS_DROPPED] == 0
+    assert pipeline.budget._pruner._traces == {}
+    assert pipeline.budget._pruner._lone == {}
+
+
+def test_too_many_lone_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forgotten lone root and a span below it are still exported."""
+    monkeypatch.setattr(_pruning, "MAX_LONE_ROOTS", 2)
+    pipeline = Pipeline(10)
+    tracer = pipeline.tracer
+    roots = [tracer.start_span(f"root {number}") for number in range(3)]
+    child = tracer.start_span("child of 0", context=set_span_in_context(roots[0]))
+
+    child.end()
+    for root in roots:
+        root.end()
+
+    exported = {span.name: span for span in pipeline.spans()}
+    assert sorted(exported) == ["child of 0", "root 0", "root 1", "root 2"]
+    assert exported["child of 0"].parent == roots[0].get_span_context()
+    assert all(
+        (span.attributes or {})[names.TRACE_SPANS_EXPORTED] == 1
+        for span in exported.values()
+    )
+    assert len(pipeline.budget._pruner._lone) == 0
 
 
 def test_error_in_pruner_contained(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,6 +109,10 @@ class BudgetProcessor(SpanProcessor):
                     if self._timer is None and self._seconds:
                         self._start_timer()
                     self._pruner.start(context, span.parent)
+                    reports = self._take_reports()
+                if reports:
+                    # Starting a local trace can stop tracking the oldest.
+                    _report(reports, self.max_spans)
             except Exception as error:
                 report_error("span budget on_start", error)
         if self._start_below is not None:
@@ -121,6 +125,9 @@ class BudgetProcessor(SpanProcessor):
                 if self._timer is None and self._seconds:
                     self._start_timer()
                 self._pruner.start(context, parent)
+                reports = self._take_reports()
+            if reports:
+                _report(reports, self.max_spans)
         except Exception as error:
             report_error("span budget on_start", error)
 

@@ -60,8 +60,19 @@ from jobtrace._localtrace import (
 #: Local traces tracked at once. Starting one more exports the oldest one's
 #: kept spans and stops tracking it, as for a root span that never ends.
 MAX_OPEN_TRACES = 1024
+#: Running local roots with no span below them yet, remembered at once.
+#: Past it the oldest is forgotten: it is still exported when it ends, and
+#: a span that starts below it later is budgeted as a local trace of its
+#: own.
+MAX_LONE_ROOTS = 10_000
 
 _ERROR = StatusCode.ERROR
+#: The totals of a local trace of one span.
+_LONE_TOTALS: dict[str, AttributeValue] = {
+    names.TRACE_SPANS_CREATED: 1,
+    names.TRACE_SPANS_EXPORTED: 1,
+    names.TRACE_SPANS_DROPPED: 0,
+}
 
 #: (reason, trace id, spans dropped, spans created) for each local trace
 #: that lost spans. ``created`` is 0 for spans that ended after their root.
@@ -96,6 +107,11 @@ class Pruner:
         self._partial_limit = max_spans // 2
         self._clock = clock
         self._traces: dict[int, Trace] = {}
+        # Running local roots that no span started below yet, by trace id
+        # and span id. Every enqueue, and every job that starts no span of
+        # its own, makes a local trace of one span, which then needs none
+        # of the tree's bookkeeping.
+        self._lone: dict[tuple[int, int], SpanContext] = {}
         # Spans ended so far: the last part of each rank, so that of two
         # spans alike, the one that ended later is dropped first.
         self._ended = 0
@@ -117,6 +133,19 @@ class Pruner:
                 return
         if trace is not None and context.span_id in trace.nodes:
             # A span that a parent process re-created with a child's ids.
+            return
+        if parent is None or parent.is_remote:
+            lone = self._lone
+            key = (context.trace_id, context.span_id)
+            if key not in lone and len(lone) >= MAX_LONE_ROOTS:
+                del lone[next(iter(lone))]
+            lone[key] = context
+            return
+        root = self._lone.pop((parent.trace_id, parent.span_id), None)
+        if root is not None:
+            # The first span below a lone root: track the root's tree now.
+            trace = self._place(root, None, trace).unit.trace
+            self.start(context, parent)
             return
         self._place(context, parent, trace)
 
@@ -176,6 +205,9 @@ class Pruner:
                 # The batch processor drops it, so it takes no slot here.
                 self._export_span(span)
                 return
+            if self._lone.pop((context.trace_id, context.span_id), None) is not None:
+                self._export_span(_summary.with_attributes(span, _LONE_TOTALS))
+                return
             # For example a span that went into a pipe that broke before
             # the span ended.
             trace = self._traces.get(context.trace_id)
@@ -229,6 +261,7 @@ class Pruner:
         for trace in list(self._traces.values()):
             self._abandon(trace)
         self._traces.clear()
+        self._lone.clear()
 
     def waiting_count(self) -> int:
         """Return how many ended spans wait for their export."""
