@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -528,6 +528,73 @@ def test_too_many_lone_roots(monkeypatch: pytest.MonkeyPatch) -> None:
         for span in exported.values()
     )
     assert len(pipeline.budget._pruner._lone) == 0
+
+
+def start_job_in_trace(pipeline: Pipeline, trace_id: int, name: str) -> Span:
+    """Start a job's span whose parent is in another process, in ``trace_id``."""
+    remote = SpanContext(trace_id, 0xBEEF, True, TraceFlags(TraceFlags.SAMPLED))
+    context = set_span_in_context(NonRecordingSpan(remote))
+    return pipeline.tracer.start_span(name, context=context)
+
+
+def test_span_after_lone_root_in_shared_trace() -> None:
+    """A span that starts below a lone root after it ended is exported, while
+    another job of the same trace runs in the process."""
+    pipeline = Pipeline(10)
+    tracer = pipeline.tracer
+    first = tracer.start_span("process first")
+    tracer.start_span("step", context=set_span_in_context(first)).end()
+    trace_id = first.get_span_context().trace_id
+    second = start_job_in_trace(pipeline, trace_id, "process second")
+    second.end()
+
+    tracer.start_span("callback", context=set_span_in_context(second)).end()
+    first.end()
+
+    exported = {span.name: span for span in pipeline.spans()}
+    assert sorted(exported) == ["callback", "process first", "process second", "step"]
+    assert exported["callback"].parent == second.get_span_context()
+    attributes = exported["process first"].attributes or {}
+    assert attributes[names.TRACE_SPANS_DROPPED] == 0
+    assert names.PRUNED_SPANS not in attributes
+    assert _budget.dropped_counts() == {}
+
+
+def test_forgotten_lone_root_in_shared_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_LONE_ROOTS, a lone root whose trace has another running job
+    keeps the spans that start below it."""
+    monkeypatch.setattr(_pruning, "MAX_LONE_ROOTS", 1)
+    pipeline = Pipeline(10)
+    tracer = pipeline.tracer
+    first = tracer.start_span("process first")
+    tracer.start_span("step", context=set_span_in_context(first)).end()
+    trace_id = first.get_span_context().trace_id
+    second = start_job_in_trace(pipeline, trace_id, "process second")
+    tracer.start_span("send job")
+
+    tracer.start_span("query", context=set_span_in_context(second)).end()
+    second.end()
+    first.end()
+
+    exported = {span.name: span for span in pipeline.spans()}
+    assert sorted(exported) == ["process first", "process second", "query", "step"]
+    assert exported["query"].parent == second.get_span_context()
+    attributes = exported["process second"].attributes or {}
+    assert attributes[names.TRACE_SPANS_CREATED] == 2
+    assert _budget.dropped_counts() == {}
+
+
+def test_unsampled_lone_root_forgotten() -> None:
+    """An unsampled root that a child process started leaves no lone root."""
+    memory = InMemorySpanExporter()
+    budget = BudgetProcessor(SimpleSpanProcessor(memory), max_spans=10)
+    context = SpanContext(5, 6, False, TraceFlags(TraceFlags.DEFAULT))
+    budget.track_start(context, None)
+
+    budget.on_end(ReadableSpan("unsampled", context, None, start_time=1, end_time=2))
+
+    assert budget._pruner._lone == {}
+    assert budget._pruner._traces == {}
 
 
 def test_error_in_pruner_contained(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,9 +61,10 @@ from jobtrace._localtrace import (
 #: kept spans and stops tracking it, as for a root span that never ends.
 MAX_OPEN_TRACES = 1024
 #: Running local roots with no span below them yet, remembered at once.
-#: Past it the oldest is forgotten: it is still exported when it ends, and
-#: a span that starts below it later is budgeted as a local trace of its
-#: own.
+#: Past it the oldest is forgotten, unless another local trace of its trace
+#: id is tracked, which then tracks it too. A forgotten root is still
+#: exported when it ends, and a span that starts below it later is budgeted
+#: as a local trace of its own.
 MAX_LONE_ROOTS = 10_000
 
 _ERROR = StatusCode.ERROR
@@ -138,7 +139,7 @@ class Pruner:
             lone = self._lone
             key = (context.trace_id, context.span_id)
             if key not in lone and len(lone) >= MAX_LONE_ROOTS:
-                del lone[next(iter(lone))]
+                self._evict_lone_root(lone.pop(next(iter(lone))))
             lone[key] = context
             return
         root = self._lone.pop((parent.trace_id, parent.span_id), None)
@@ -201,20 +202,29 @@ class Pruner:
         context = span.context
         assert context is not None
         if node is None:
+            # A child process reports unsampled roots too.
+            lone = self._lone.pop((context.trace_id, context.span_id), None)
             if not context.trace_flags.sampled:
                 # The batch processor drops it, so it takes no slot here.
                 self._export_span(span)
                 return
-            if self._lone.pop((context.trace_id, context.span_id), None) is not None:
+            trace = self._traces.get(context.trace_id)
+            if lone is not None and trace is None:
                 self._export_span(_summary.with_attributes(span, _LONE_TOTALS))
                 return
-            # For example a span that went into a pipe that broke before
-            # the span ended.
-            trace = self._traces.get(context.trace_id)
-            node = self._place(context, span.parent, trace)
-            if node.parent is not None and not node.unit.closed:
-                self.end(span)
-                return
+            if lone is not None:
+                # Another local trace of this trace id is running. The root ends
+                # as a tracked one, so that a span that starts below it
+                # later finds it and is not dropped as the child of a span
+                # that was dropped.
+                node = self._place(lone, None, trace)
+            else:
+                # For example a span that went into a pipe that broke
+                # before the span ended.
+                node = self._place(context, span.parent, trace)
+                if node.parent is not None and not node.unit.closed:
+                    self.end(span)
+                    return
         elif node.state != OPEN:
             return
 
@@ -289,6 +299,14 @@ class Pruner:
             node = Node(context.span_id, None, unit, 0)
         unit.trace.nodes[context.span_id] = node
         return node
+
+    def _evict_lone_root(self, root: SpanContext) -> None:
+        # In a trace id that another tracked local trace has, a span that
+        # starts below a forgotten root would be dropped as the child of a
+        # span that was dropped, so the root is tracked there instead.
+        trace = self._traces.get(root.trace_id)
+        if trace is not None:
+            self._place(root, None, trace)
 
     def _new_unit(self, context: SpanContext, trace: Trace | None) -> Node:
         if trace is None:
