@@ -80,10 +80,10 @@ def sentry_integration(module: str, name: str) -> tuple[Any, Any] | None:
     such integration.
     """
     integrations = sys.modules.get(module)
-    if integrations is None:
+    # Importing the integration module imported sentry_sdk.
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if integrations is None or sentry_sdk is None:
         return None
-    import sentry_sdk
-
     # sentry-sdk 1.x has no get_client().
     get_client = getattr(sentry_sdk, "get_client", None)
     if get_client is None:
