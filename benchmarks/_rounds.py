@@ -1,4 +1,4 @@
-"""What every host's worker and producer rounds share.
+"""The worker and producer rounds that every host shares.
 
 A worker round enqueues a start marker, the no-op jobs and an end marker,
 then starts the worker. The marker jobs write the time and the CPU time of

@@ -304,6 +304,9 @@ class Pruner:
         # In a trace id that another tracked local trace has, a span that
         # starts below a forgotten root would be dropped as the child of a
         # span that was dropped, so the root is tracked there instead.
+        # NOTE: if the other local trace starts only after the root ended
+        # or was forgotten, a span that starts below the root later is
+        # still dropped that way: an untracked parent reads as dropped.
         trace = self._traces.get(root.trace_id)
         if trace is not None:
             self._place(root, None, trace)

@@ -22,7 +22,7 @@ class OtherTracers:
     single tracer. ``item`` names what the host runs ("job", "message").
     ``on_found`` runs before the first warning about each tracer, for a
     plugin that moves its context to other headers, and ``note`` is the
-    sentence in the warning that tells the user.
+    sentence of the warning that reports that move.
     """
 
     def __init__(
